@@ -1,0 +1,32 @@
+# leukopipe: ALL vs Hem transfer learning on C-NMC 2019.
+# Stages live in rules/*.smk; the logic they call lives in src/leukopipe (scripts/ are thin CLIs).
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from leukopipe.config import ConfigError, validate
+
+
+configfile: "config.yaml"
+
+
+try:
+    validate(config)
+except ConfigError as exc:
+    sys.exit(str(exc))
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/augment.smk"
+
+
+localrules:
+    all,
+    download,
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

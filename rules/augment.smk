@@ -1,0 +1,54 @@
+# Class-balanced offline augmentation of the training part, and resize-only stores for
+# validation and test: every image materialised once as uint8 for training to read.
+
+
+rule augment:
+    input:
+        train=f"{R}/splits/{{split}}/train.parquet",
+        code=pkg("augment", "transforms", "store", "imageio"),
+    output:
+        manifest=f"{R}/augment/{{split}}/train_balanced.parquet",
+        pixels=f"{R}/augment/{{split}}/train_pixels.npy",
+        stats=f"{R}/augment/{{split}}/train_stats.json",
+    params:
+        image_size=config["augment"]["image_size"],
+        target=config["augment"]["target_per_class"],
+        seed=config["augment"]["seed"],
+        transforms=as_json(config["augment"].get("transforms", {})),
+    threads: config["augment"].get("workers", 1)
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    log:
+        f"{R}/logs/augment/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/augment/{{split}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python scripts/augment.py --train-manifest {input.train} --image-size {params.image_size} --target-per-class {params.target} --seed {params.seed} --transforms-json '{params.transforms}' --workers {threads} --manifest-out {output.manifest} --pixels-out {output.pixels} --stats-out {output.stats} 2> {log}"
+
+
+rule resize:
+    input:
+        manifest=f"{R}/splits/{{split}}/{{part}}.parquet",
+        code=pkg("augment", "store", "imageio"),
+    output:
+        manifest=f"{R}/augment/{{split}}/{{part}}.parquet",
+        pixels=f"{R}/augment/{{split}}/{{part}}_pixels.npy",
+    params:
+        image_size=config["augment"]["image_size"],
+    wildcard_constraints:
+        part="val|test",
+    threads: config["augment"].get("workers", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        f"{R}/logs/resize/{{split}}_{{part}}.log",
+    benchmark:
+        f"{R}/benchmarks/resize/{{split}}_{{part}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python scripts/resize.py --manifest {input.manifest} --image-size {params.image_size} --workers {threads} --manifest-out {output.manifest} --pixels-out {output.pixels} 2> {log}"

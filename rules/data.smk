@@ -1,0 +1,75 @@
+# Raw data -> merged index -> train/val/test splits with a leakage audit.
+
+
+rule download:
+    output:
+        raw=f"{R}/data/raw.json",
+    params:
+        source=config["data"]["source"],
+        raw_dir=config["data"]["raw_dir"],
+        url=config["data"].get("url") or "",
+        sha256=config["data"].get("sha256") or "",
+        archive_dir=config["data"].get("archive_dir", "data/archives"),
+        synthetic=as_json(config["data"].get("synthetic", {})),
+    input:
+        code=pkg("download", "layout", "synthetic", "provenance"),
+    log:
+        f"{R}/logs/download.log",
+    benchmark:
+        f"{R}/benchmarks/download.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} --url {params.url:q} --sha256 {params.sha256:q} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --out {output.raw} 2> {log}"
+
+
+rule merge:
+    input:
+        raw=rules.download.output.raw,
+        code=pkg("merge", "layout", "names", "provenance"),
+    output:
+        index=f"{R}/data/index.parquet",
+        summary=f"{R}/data/summary.json",
+    params:
+        expected_size=config["data"].get("expected_image_size", 450),
+    threads: config["merge"].get("workers", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        f"{R}/logs/merge.log",
+    benchmark:
+        f"{R}/benchmarks/merge.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python scripts/merge.py --raw-json {input.raw} --expected-size {params.expected_size} --workers {threads} --index-out {output.index} --summary-out {output.summary} 2> {log}"
+
+
+rule split:
+    input:
+        index=rules.merge.output.index,
+        code=pkg("split", "provenance"),
+    output:
+        train=f"{R}/splits/{{split}}/train.parquet",
+        val=f"{R}/splits/{{split}}/val.parquet",
+        test=f"{R}/splits/{{split}}/test.parquet",
+        audit=f"{R}/splits/{{split}}/audit.json",
+    params:
+        test_fraction=config["split"]["test_fraction"],
+        val_fraction=config["split"]["val_fraction"],
+        seed=config["split"]["seed"],
+        out_dir=lambda wc: f"{R}/splits/{wc.split}",
+    wildcard_constraints:
+        split="image|patient|official",
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    log:
+        f"{R}/logs/split/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/split/{{split}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python scripts/split.py --index {input.index} --mode {wildcards.split} --test-fraction {params.test_fraction} --val-fraction {params.val_fraction} --seed {params.seed} --out-dir {params.out_dir} 2> {log}"

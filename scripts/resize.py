@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Resize step: materialise a validation or test manifest's pixels (resize only, never augmented).
+
+Writes a copy of the manifest with a store_row column and the uint8 pixel store it points to.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from leukopipe.augment import materialise_plain
+
+from leukopipe import atomic, cli
+
+log = logging.getLogger("resize")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", required=True, type=Path, help="val.parquet or test.parquet")
+    p.add_argument("--image-size", type=int, default=224, help="side of the stored images, pixels")
+    p.add_argument("--workers", type=int, default=1, help="processes decoding images")
+    p.add_argument("--manifest-out", required=True, type=Path, help="manifest copy to write")
+    p.add_argument("--pixels-out", required=True, type=Path, help="uint8 .npy pixel store to write")
+    args = p.parse_args(argv)
+
+    df = pd.read_parquet(args.manifest)
+    out = materialise_plain(df, args.image_size, args.pixels_out, workers=args.workers)
+    atomic.write_parquet(args.manifest_out, out)
+    log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

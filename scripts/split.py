@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Split step: train / val / test manifests plus a leakage audit (audit.json).
+
+Modes: image (stratified by class at image level, the Ahmed study), patient (subject-disjoint,
+class-stratified), official (training folds vs the labelled preliminary test). Validation is
+carved from the training part and never from test.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from leukopipe import atomic, cli
+from leukopipe.provenance import provenance
+from leukopipe.split import MODES, SPLITS, audit, make_splits
+
+log = logging.getLogger("split")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--index", required=True, type=Path, help="index.parquet from the merge step")
+    p.add_argument("--mode", required=True, choices=MODES, help="how test is separated from train")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of labelled images held out for test (ignored by mode official)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of the training part carved out for validation",
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of the random assignment")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        type=Path,
+        help="folder receiving train.parquet, val.parquet, test.parquet, audit.json",
+    )
+    args = p.parse_args(argv)
+
+    index = pd.read_parquet(args.index)
+    splits = make_splits(index, args.mode, args.test_fraction, args.val_fraction, args.seed)
+    report = audit(splits, args.mode)
+    report["parameters"] = {
+        "test_fraction": args.test_fraction,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+    }
+    report["provenance"] = provenance()
+    for name in SPLITS:
+        atomic.write_parquet(args.out_dir / f"{name}.parquet", splits[name])
+    atomic.write_json(args.out_dir / "audit.json", report)
+    for name in SPLITS:
+        s = report["splits"][name]
+        log.info(
+            "%-5s %5d images %s, %d subjects", name, s["n_images"], s["per_class"], s["n_subjects"]
+        )
+    log.info("subjects shared: %s", report["n_shared_subjects"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,136 @@
+"""Config validation: the shipped configs pass; each bad value fails with one line naming it."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import update_config
+
+from leukopipe.config import ConfigError, expand_experiments, used_splits, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(*files: str) -> dict:
+    cfg: dict = {}
+    for f in files:
+        update_config(cfg, yaml.safe_load((ROOT / f).read_text()))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    return load("config.yaml")
+
+
+def test_shipped_configs_are_valid(base):
+    validate(base)
+    validate(load("config.yaml", "profiles/demo/demo-config.yaml"))
+
+
+def test_default_config_runs_both_studies(base):
+    exps = expand_experiments(base)
+    study_a = {e.backbone for e in exps.values() if e.group == "study_a"}
+    assert study_a == {
+        "resnet50",
+        "resnet101",
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "efficientnet_b3",
+    }
+    assert all(
+        e.strategy == "full" and e.split == "image" for e in exps.values() if e.group == "study_a"
+    )
+    study_b = {(e.backbone, e.strategy) for e in exps.values() if e.group == "study_b"}
+    assert {("resnet18", "frozen"), ("resnet18", "partial"), ("resnet50", "partial")} <= study_b
+    assert used_splits(base) == ["image", "official"]
+    assert base["augment"]["target_per_class"] == 10000
+    assert base["train"]["lr"] == 1e-4 and base["train"]["epochs"] == 50
+    assert base["train"]["patience"] == 15
+
+
+def _set(cfg: dict, dotted: str, value) -> dict:
+    cfg = copy.deepcopy(cfg)
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        node = node[int(k)] if k.isdigit() else node[k]
+    node[int(keys[-1]) if keys[-1].isdigit() else keys[-1]] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expect"),
+    [
+        ("split.test_fraction", 1.5, "strictly between 0 and 1"),
+        ("split.val_fraction", 0, "strictly between 0 and 1"),
+        ("augment.target_per_class", -5, ">= 1"),
+        ("train.lr", "fast", "type number"),
+        ("train.batch_size", 3.5, "type integer"),
+        ("data.source", "ftp", '"existing", "url", "synthetic"'),
+        ("augment.transforms.crop_scale", [0.9, 0.2], "low <= high"),
+        ("experiments.0.strategies", ["thawed"], '"frozen", "partial", "full"'),
+        ("run", "my run/1", "matching"),
+        ("data.sha256", "abc", "matching"),
+    ],
+)
+def test_bad_value_names_key_value_and_allowed(base, key, value, expect):
+    with pytest.raises(ConfigError) as err:
+        validate(_set(base, key, value))
+    msg = str(err.value)
+    assert "\n" not in msg
+    shown_key = key.replace(".0.", "[0].")
+    assert shown_key in msg, msg
+    assert expect in msg, msg
+
+
+def test_unknown_key_is_named(base):
+    cfg = copy.deepcopy(base)
+    cfg["augment"]["rotaton_deg"] = 20
+    with pytest.raises(
+        ConfigError, match=r"unknown key augment\.rotaton_deg; allowed keys here: .*image_size"
+    ):
+        validate(cfg)
+
+
+def test_unknown_backbone_is_named_with_suggestions(base):
+    cfg = _set(base, "experiments.0.backbones", ["resnet50", "efficientnet_b9x"])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert 'experiments[0].backbones[1] = "efficientnet_b9x"' in str(err.value)
+    assert "timm model name" in str(err.value)
+
+
+def test_url_source_needs_url(base):
+    with pytest.raises(ConfigError, match=r"data\.url"):
+        validate(_set(base, "data.source", "url"))
+
+
+def test_experiment_names_are_unique_and_deduplicated(base):
+    cfg = copy.deepcopy(base)
+    cfg["experiments"].append(copy.deepcopy(cfg["experiments"][0]) | {"name": "again"})
+    assert expand_experiments(cfg) == expand_experiments(base)
+    assert "official.resnet18.partial2.s0" in expand_experiments(base)
+
+
+def test_snakemake_fails_before_any_job_with_one_line(tmp_path):
+    """The Snakefile validates at parse time: a dry run with a bad value exits non-zero."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("split:\n  test_fraction: 2.0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", "config.yaml", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("config error:")]
+    assert lines == [
+        "config error: split.test_fraction = 2.0 is not allowed; expected a number strictly between 0 and 1"
+    ]
