@@ -1,0 +1,121 @@
+"""Split modes: class stratification, subject disjointness, validation never from test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leukopipe.split import audit, make_splits
+
+
+def fake_index(seed: int = 0) -> pd.DataFrame:
+    """An index like C-NMC's: single-class subjects of uneven size, folds plus a prelim set."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(40):
+        label = int(s < 27)  # about 2/3 ALL, as on the real data
+        subject = str(s) if label else f"H{s}"
+        subset = "prelim" if s % 5 == 0 else f"fold_{s % 3}"
+        for k in range(int(rng.integers(10, 60))):
+            rows.append(
+                {
+                    "image_id": f"UID_{subject}_{k}_1_{'all' if label else 'hem'}.bmp",
+                    "path": f"/raw/{subject}_{k}.bmp",
+                    "subject": subject,
+                    "label": label,
+                    "class_name": "all" if label else "hem",
+                    "subset": subset,
+                    "width": 450,
+                    "height": 450,
+                    "sha256": f"{subject}-{k}",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_image_mode_is_stratified_90_10():
+    index = fake_index()
+    splits = make_splits(index, "image", 0.1, 0.1, seed=1)
+    n_all, n_hem = (index.label == 1).sum(), (index.label == 0).sum()
+    test = splits["test"]
+    assert (test.label == 1).sum() == round(n_all * 0.1)
+    assert (test.label == 0).sum() == round(n_hem * 0.1)
+    pool_all = n_all - round(n_all * 0.1)
+    assert (splits["val"].label == 1).sum() == round(pool_all * 0.1)
+    assert sum(len(s) for s in splits.values()) == len(index)
+    ids = [set(s.image_id) for s in splits.values()]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+
+
+def test_study_counts_reproduce_the_papers_test_size():
+    """12,528 images (8,491 ALL, 4,037 Hem) give a 1,253-image test set, as in the study."""
+    index = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(12528)],
+            "path": "",
+            "subject": "s",
+            "label": [1] * 8491 + [0] * 4037,
+            "class_name": "",
+            "subset": "fold_0",
+            "width": 450,
+            "height": 450,
+            "sha256": [str(k) for k in range(12528)],
+        }
+    )
+    test = make_splits(index, "image", 0.1, 0.1, seed=0)["test"]
+    assert len(test) == 1253
+    assert (test.label == 1).sum() == 849  # per-class rounding; the study reports 847 + 406
+
+
+@pytest.mark.parametrize("mode", ["patient", "official"])
+def test_subject_level_modes_share_no_subject(mode):
+    index = fake_index()
+    splits = make_splits(index, mode, 0.2, 0.15, seed=3)
+    report = audit(splits, mode)
+    assert report["subject_disjoint"]
+    assert all(v == 0 for v in report["n_shared_subjects"].values())
+    for part in splits.values():
+        assert set(part.label) == {0, 1}, "every split holds both classes"
+
+
+def test_patient_mode_fractions_are_close_per_class():
+    index = fake_index()
+    splits = make_splits(index, "patient", 0.2, 0.15, seed=3)
+    for label in (0, 1):
+        share = (splits["test"].label == label).sum() / (index.label == label).sum()
+        assert 0.1 < share < 0.3
+
+
+def test_official_mode_tests_on_the_preliminary_set():
+    index = fake_index()
+    splits = make_splits(index, "official", 0.1, 0.1, seed=0)
+    assert set(splits["test"].subset) == {"prelim"}
+    assert "prelim" not in set(splits["train"].subset) | set(splits["val"].subset)
+    assert len(splits["test"]) == (index.subset == "prelim").sum()
+
+
+def test_image_mode_leaks_subjects_and_audit_says_so():
+    index = fake_index()
+    splits = make_splits(index, "image", 0.1, 0.1, seed=0)
+    report = audit(splits, "image")
+    assert report["n_shared_subjects"]["train|test"] > 0
+    assert report["test_images_from_training_subjects"] == len(splits["test"])
+    assert not report["subject_disjoint"]
+
+
+def test_deterministic_from_seed():
+    index = fake_index()
+    a = make_splits(index, "patient", 0.2, 0.1, seed=5)
+    b = make_splits(index, "patient", 0.2, 0.1, seed=5)
+    c = make_splits(index, "patient", 0.2, 0.1, seed=6)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name])
+    assert set(a["test"].subject) != set(c["test"].subject)
+
+
+def test_too_few_subjects_is_a_clear_error():
+    index = fake_index()
+    index = index[index.subject.isin(["1", "2", "H30"])]
+    with pytest.raises(ValueError, match="at least 2 per class"):
+        make_splits(index, "patient", 0.2, 0.1, seed=0)
