@@ -155,7 +155,7 @@ def inspect_image(path: Path) -> tuple[str, int, int, str, str | None]:
 
 def inspect_all(paths: list[Path], workers: int) -> list[tuple[str, int, int, str, str | None]]:
     """inspect_image over many files, in ``workers`` processes, in input order."""
-    if workers <= 1 or len(paths) < 64:
+    if workers <= 1 or len(paths) < 16:
         return [inspect_image(p) for p in paths]
     with mp.get_context("forkserver").Pool(workers) as pool:
         return pool.map(inspect_image, paths, chunksize=64)

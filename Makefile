@@ -1,0 +1,31 @@
+# Two entry points for people: `make demo` and `make test`. Both build .venv first if needed.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+SNAKEMAKE := $(VENV)/bin/snakemake
+
+.PHONY: env demo test lint benchmark clean-demo
+
+env: $(STAMP)
+
+# Rebuilt whenever the pinned requirements change.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(SNAKEMAKE) --profile profiles/demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(SNAKEMAKE) --lint
+	$(VENV)/bin/snakefmt --check Snakefile rules/
+
+clean-demo:
+	rm -rf results/demo
