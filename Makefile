@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(SNAKEMAKE) --profile profiles/demo
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --profile profiles/demo
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -ra

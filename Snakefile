@@ -16,6 +16,10 @@ except ConfigError as exc:
     sys.exit(str(exc))
 
 
+# Jobs import the package from this checkout, installed or not (cluster jobs run here too).
+shell.prefix("export PYTHONPATH=src${{PYTHONPATH:+:$PYTHONPATH}}; ")
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/augment.smk"
@@ -27,6 +31,6 @@ localrules:
 
 
 rule all:
-    input:
-        all_targets(),
     default_target: True
+    input:
+        final_targets(config),

@@ -2,8 +2,16 @@
 
 
 rule download:
+    input:
+        code=pkg("download", "layout", "synthetic", "provenance"),
     output:
         raw=f"{R}/data/raw.json",
+    log:
+        f"{R}/logs/download.log",
+    benchmark:
+        f"{R}/benchmarks/download.tsv"
+    conda:
+        "../envs/data.yaml"
     params:
         source=config["data"]["source"],
         raw_dir=config["data"]["raw_dir"],
@@ -11,14 +19,6 @@ rule download:
         sha256=config["data"].get("sha256") or "",
         archive_dir=config["data"].get("archive_dir", "data/archives"),
         synthetic=as_json(config["data"].get("synthetic", {})),
-    input:
-        code=pkg("download", "layout", "synthetic", "provenance"),
-    log:
-        f"{R}/logs/download.log",
-    benchmark:
-        f"{R}/benchmarks/download.tsv"
-    conda:
-        "../envs/data.yaml"
     shell:
         "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} --url {params.url:q} --sha256 {params.sha256:q} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --out {output.raw} 2> {log}"
 
@@ -30,18 +30,18 @@ rule merge:
     output:
         index=f"{R}/data/index.parquet",
         summary=f"{R}/data/summary.json",
-    params:
-        expected_size=config["data"].get("expected_image_size", 450),
-    threads: config["merge"].get("workers", 1)
-    resources:
-        mem_mb=4000,
-        runtime=60,
     log:
         f"{R}/logs/merge.log",
     benchmark:
         f"{R}/benchmarks/merge.tsv"
     conda:
         "../envs/data.yaml"
+    threads: config["merge"].get("workers", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        expected_size=config["data"].get("expected_image_size", 450),
     shell:
         "python scripts/merge.py --raw-json {input.raw} --expected-size {params.expected_size} --workers {threads} --index-out {output.index} --summary-out {output.summary} 2> {log}"
 
@@ -55,21 +55,21 @@ rule split:
         val=f"{R}/splits/{{split}}/val.parquet",
         test=f"{R}/splits/{{split}}/test.parquet",
         audit=f"{R}/splits/{{split}}/audit.json",
+    log:
+        f"{R}/logs/split/{{split}}.log",
+    benchmark:
+        f"{R}/benchmarks/split/{{split}}.tsv"
+    wildcard_constraints:
+        split="image|patient|official",
+    conda:
+        "../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         test_fraction=config["split"]["test_fraction"],
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
         out_dir=lambda wc: f"{R}/splits/{wc.split}",
-    wildcard_constraints:
-        split="image|patient|official",
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    log:
-        f"{R}/logs/split/{{split}}.log",
-    benchmark:
-        f"{R}/benchmarks/split/{{split}}.tsv"
-    conda:
-        "../envs/data.yaml"
     shell:
         "python scripts/split.py --index {input.index} --mode {wildcards.split} --test-fraction {params.test_fraction} --val-fraction {params.val_fraction} --seed {params.seed} --out-dir {params.out_dir} 2> {log}"
