@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from leukopipe.augment import materialise, plan_balanced
 
 from leukopipe import atomic, cli
+from leukopipe.augment import materialise, plan_balanced
 from leukopipe.transforms import AugmentConfig
 
 log = logging.getLogger("augment")

@@ -15,9 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.download import ensure_raw
-
 from leukopipe import atomic, cli
+from leukopipe.download import ensure_raw
 from leukopipe.layout import locate
 from leukopipe.provenance import provenance
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-from leukopipe.augment import materialise_plain
 
 from leukopipe import atomic, cli
+from leukopipe.augment import materialise_plain
 
 log = logging.getLogger("resize")
 
