@@ -23,11 +23,16 @@ shell.prefix("export PYTHONPATH=src${{PYTHONPATH:+:$PYTHONPATH}}; ")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/augment.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 localrules:
     all,
     download,
+    fetch_weights,
+    compare,
+    report,
 
 
 rule all:

@@ -2,10 +2,13 @@
 from leukopipe.workflow import (
     as_json,
     expand_experiments,
+    experiment_meta,
     final_targets,
+    option,
     pkg,
     results_dir,
     used_splits,
+    weights_input,
 )
 
 R = results_dir(config)

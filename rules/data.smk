@@ -15,12 +15,12 @@ rule download:
     params:
         source=config["data"]["source"],
         raw_dir=config["data"]["raw_dir"],
-        url=config["data"].get("url") or "",
-        sha256=config["data"].get("sha256") or "",
+        url=option("--url", config["data"].get("url")),
+        sha256=option("--sha256", config["data"].get("sha256")),
         archive_dir=config["data"].get("archive_dir", "data/archives"),
         synthetic=as_json(config["data"].get("synthetic", {})),
     shell:
-        "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} --url {params.url:q} --sha256 {params.sha256:q} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --out {output.raw} 2> {log}"
+        "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} {params.url} {params.sha256} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --out {output.raw} 2> {log}"
 
 
 rule merge:

@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--predictions-out", required=True, type=Path, help="predictions.parquet")
     p.add_argument("--metrics-out", required=True, type=Path, help="metrics.json")
+    p.add_argument(
+        "--history-out",
+        type=Path,
+        default=None,
+        help="copy of history.parquet beside the metrics, so eval/ alone makes tables",
+    )
     args = p.parse_args(argv)
 
     clf = load_classifier(args.checkpoint, args.device)
@@ -102,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["checkpoint"] = {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint)}
     record["provenance"] = provenance()
     atomic.write_parquet(args.predictions_out, predictions)
+    if args.history_out:
+        atomic.write_parquet(args.history_out, history)
     atomic.write_json(args.metrics_out, record)
     m = record["metrics"]
     log.info(

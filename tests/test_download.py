@@ -631,7 +631,7 @@ def _fake_synthetic(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list
         calls.append(("spec", d))
         return ("spec", d["n"])
 
-    def generate(root: Path, spec: tuple[str, int]) -> dict[str, Any]:
+    def generate(root: Path, spec: tuple[str, int], workers: int = 1) -> dict[str, Any]:
         calls.append(("generate", spec))
         root = Path(root)
         marker = root / "SPEC"

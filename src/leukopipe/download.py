@@ -497,13 +497,15 @@ def _tree_stats(root: Path) -> tuple[int, int]:
 def _ensure_synthetic(raw_dir: Path, synthetic: dict[str, Any] | None) -> None:
     # Imported lazily: the synthetic generator is only needed for demo runs.
     synth = importlib.import_module("leukopipe.synthetic")
-    spec = synth.spec_from_dict(synthetic or {})
+    settings = dict(synthetic or {})
+    workers = int(settings.pop("workers", 1))  # how to render, not what: not part of the spec
+    spec = synth.spec_from_dict(settings)
     if raw_dir.exists() and not raw_dir.is_dir():
         raise NotADirectoryError(f"{raw_dir} exists and is not a folder; move it away.")
     if _is_non_empty_dir(raw_dir):
         # generate() only reads a complete folder made with the same spec, and raises (changing
         # nothing) when the spec differs, so stale demo data is caught rather than reused.
-        synth.generate(raw_dir, spec)
+        synth.generate(raw_dir, spec, workers=workers)
         return
     # Generate beside the target and rename, so an interrupted run leaves no partial dataset
     # that a later run would have to clean up by hand.
@@ -511,7 +513,7 @@ def _ensure_synthetic(raw_dir: Path, synthetic: dict[str, Any] | None) -> None:
     tmp = raw_dir.parent / f".{raw_dir.name}.{secrets.token_hex(4)}.generating"
     os.mkdir(tmp)
     try:
-        synth.generate(tmp, spec)
+        synth.generate(tmp, spec, workers=workers)
         os.rename(tmp, raw_dir)  # POSIX: atomically replaces a missing or empty folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,6 +11,7 @@ import platform
 import socket
 import subprocess
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,17 @@ def code_version() -> str:
     try:
         commit = subprocess.run(
             ["git", "-C", str(_REPO), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(_REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return f"leukopipe-{__version__}"
@@ -42,14 +49,22 @@ def code_version() -> str:
 
 def provenance() -> dict[str, Any]:
     """A JSON-able record of the code version, key package versions, host and UTC time."""
-    import numpy
-    import pandas
-
-    versions = {"leukopipe": __version__, "numpy": numpy.__version__, "pandas": pandas.__version__}
-    for name in ("torch", "torchvision", "timm", "sklearn"):
+    versions = {"leukopipe": __version__}
+    # read from the installed metadata: importing torch just to ask its version costs seconds
+    for name in (
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pillow",
+        "torch",
+        "torchvision",
+        "timm",
+        "scikit-learn",
+        "snakemake",
+    ):
         try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             continue
     return {
         "code_version": code_version(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from leukopipe.config import expand_experiments, used_splits
@@ -25,17 +26,59 @@ def as_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True).replace("'", "\\u0027")
 
 
+def option(flag: str, value: Any) -> str:
+    """``--flag 'value'`` for a shell command, or nothing when the value is unset."""
+    return f"{flag} {shlex.quote(str(value))}" if value not in (None, "") else ""
+
+
 def final_targets(config: dict[str, Any]) -> list[str]:
-    """What `snakemake` builds by default for this configuration."""
+    """What `snakemake` builds by default: the comparison tables, figures and report."""
     r = results_dir(config)
-    targets = []
-    for split in used_splits(config):
-        targets += [
-            f"{r}/augment/{split}/train_balanced.parquet",
-            f"{r}/augment/{split}/val.parquet",
-            f"{r}/augment/{split}/test.parquet",
-        ]
-    return targets
+    return [f"{r}/tables/comparison.md", f"{r}/report.html"]
 
 
-__all__ = ["as_json", "expand_experiments", "final_targets", "pkg", "results_dir", "used_splits"]
+def experiment_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """What a checkpoint records about its experiment: identity and every setting it used."""
+    exp = expand_experiments(config)[name]
+    return {
+        "experiment": {
+            "name": exp.name,
+            "group": exp.group,
+            "split": exp.split,
+            "backbone": exp.backbone,
+            "strategy": exp.strategy,
+            "partial_stages": exp.partial_stages,
+            "seed": exp.seed,
+            "run": config["run"],
+            "dataset": dataset_label(config),
+        },
+        "config": {k: config[k] for k in ("data", "split", "augment", "weights", "train")},
+    }
+
+
+def dataset_label(config: dict[str, Any]) -> str:
+    """Short description of the data a run used (shown in table captions)."""
+    data = config["data"]
+    if data["source"] == "synthetic":
+        return f"synthetic C-NMC-layout data (seed {data.get('synthetic', {}).get('seed', 0)})"
+    return f"C-NMC 2019 ({data['raw_dir']})"
+
+
+def weights_input(config: dict[str, Any], backbone: str) -> list[str]:
+    """The local weights file a training job needs, or nothing when training from scratch."""
+    if not config["weights"]["pretrained"]:
+        return []
+    return [f"{config['weights']['dir']}/{backbone}.safetensors"]
+
+
+__all__ = [
+    "as_json",
+    "dataset_label",
+    "expand_experiments",
+    "experiment_meta",
+    "final_targets",
+    "pkg",
+    "results_dir",
+    "used_splits",
+    "weights_input",
+]

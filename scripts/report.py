@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Report step: one self-contained HTML page with the comparison tables and figures.
+
+(`snakemake --report` also works: the tables and figures are registered as report items.)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from leukopipe import atomic, cli
+from leukopipe.report import build_html
+
+log = logging.getLogger("report")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--tables", type=Path, required=True, help="comparison.md (checked to exist)")
+    p.add_argument("--rows", type=Path, required=True, help="rows.parquet from the compare step")
+    p.add_argument("--figures", type=Path, nargs="+", required=True, help="PNG figures to embed")
+    p.add_argument("--out", type=Path, required=True, help="report.html to write")
+    args = p.parse_args(argv)
+    if not args.tables.is_file():
+        raise FileNotFoundError(f"{args.tables}: run the compare step first")
+    atomic.write_text(args.out, build_html(pd.read_parquet(args.rows), args.figures))
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
