@@ -9,6 +9,7 @@ from leukopipe.workflow import (
     results_dir,
     used_splits,
     weights_input,
+    without_workers,
 )
 
 R = results_dir(config)

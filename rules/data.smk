@@ -12,15 +12,16 @@ rule download:
         f"{R}/benchmarks/download.tsv"
     conda:
         "../envs/data.yaml"
+    threads: config["data"].get("synthetic", {}).get("workers", 1)
     params:
         source=config["data"]["source"],
         raw_dir=config["data"]["raw_dir"],
         url=option("--url", config["data"].get("url")),
         sha256=option("--sha256", config["data"].get("sha256")),
         archive_dir=config["data"].get("archive_dir", "data/archives"),
-        synthetic=as_json(config["data"].get("synthetic", {})),
+        synthetic=as_json(without_workers(config["data"].get("synthetic", {}))),
     shell:
-        "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} {params.url} {params.sha256} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --out {output.raw} 2> {log}"
+        "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} {params.url} {params.sha256} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --workers {threads} --out {output.raw} 2> {log}"
 
 
 rule merge:

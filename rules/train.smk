@@ -32,7 +32,8 @@ rule train:
         f"{R}/benchmarks/train/{{exp}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    # DataLoader workers follow the job's CPUs (threads), so they are not a rerun-triggering param
+    threads: 4
     resources:
         mem_mb=16000,
     params:
@@ -48,7 +49,6 @@ rule train:
         eval_batch_size=config["train"]["eval_batch_size"],
         weight_decay=config["train"]["weight_decay"],
         flips="--flips" if config["train"]["flips"] else "--no-flips",
-        workers=config["train"]["workers"],
         compile="--compile" if config["train"]["compile"] else "--no-compile",
         amp=config["train"]["amp"],
         meta=lambda wc: as_json(experiment_meta(config, wc.exp)),
@@ -56,4 +56,4 @@ rule train:
         resume_dir=lambda wc: f"{R}/resume/{wc.exp}",
         out_dir=lambda wc: f"{R}/runs/{wc.exp}",
     shell:
-        "python scripts/train.py --backbone {params.backbone} --strategy {params.strategy} --partial-stages {params.stages} --seed {params.seed} --pretrained-weights {params.weights} --epochs {params.epochs} --patience {params.patience} --lr {params.lr} --batch-size {params.batch_size} --eval-batch-size {params.eval_batch_size} --weight-decay {params.weight_decay} {params.flips} --workers {params.workers} {params.compile} --amp {params.amp} --train-manifest {input.train} --train-pixels {input.train_pixels} --val-manifest {input.val} --val-pixels {input.val_pixels} --extra-meta-json <(echo '{params.meta}') --out-dir {params.out_dir} --resume-dir {params.resume_dir} 2> {log}"
+        "python scripts/train.py --backbone {params.backbone} --strategy {params.strategy} --partial-stages {params.stages} --seed {params.seed} --pretrained-weights {params.weights} --epochs {params.epochs} --patience {params.patience} --lr {params.lr} --batch-size {params.batch_size} --eval-batch-size {params.eval_batch_size} --weight-decay {params.weight_decay} {params.flips} --workers auto {params.compile} --amp {params.amp} --train-manifest {input.train} --train-pixels {input.train_pixels} --val-manifest {input.val} --val-pixels {input.val_pixels} --extra-meta-json <(echo '{params.meta}') --out-dir {params.out_dir} --resume-dir {params.resume_dir} 2> {log}"

@@ -54,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="{}",
         help="JSON object with the synthetic dataset's settings (source=synthetic)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes rendering the synthetic dataset (source=synthetic)",
+    )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.add_argument("--out", required=True, type=Path, help="raw.json to write")
     args = p.parse_args(argv)
@@ -64,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         url=args.url or None,
         sha256=args.sha256 or None,
         archive_dir=args.archive_dir,
-        synthetic=json.loads(args.synthetic_json),
+        synthetic={**json.loads(args.synthetic_json), "workers": args.workers},
         progress=not args.no_progress,
     )
     layout = locate(args.raw_dir)

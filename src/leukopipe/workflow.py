@@ -52,8 +52,18 @@ def experiment_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
             "run": config["run"],
             "dataset": dataset_label(config),
         },
-        "config": {k: config[k] for k in ("data", "split", "augment", "weights", "train")},
+        "config": without_workers(
+            {k: config[k] for k in ("data", "split", "augment", "weights", "train")}
+        ),
     }
+
+
+def without_workers(obj: Any) -> Any:
+    """``obj`` minus every ``workers`` key: worker counts change speed, not results, so they
+    stay out of job params (a changed param reruns the job)."""
+    if isinstance(obj, dict):
+        return {k: without_workers(v) for k, v in obj.items() if k != "workers"}
+    return obj
 
 
 def dataset_label(config: dict[str, Any]) -> str:
