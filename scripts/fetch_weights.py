@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Fetch weights step: download a backbone's ImageNet weights to a local .safetensors file.
+
+Run where there is internet (login node); compute nodes then train from the file offline.
+Skips the download when the file already exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from leukopipe import cli
+from leukopipe.weights import WeightsError, fetch, weights_path
+
+log = logging.getLogger("fetch_weights")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--backbone", required=True, help="timm model name, e.g. resnet50")
+    p.add_argument("--out", type=Path, default=None,
+                   help="weights file to write (default: resources/weights/<backbone>.safetensors)"
+                   "; a .json with timm's pretrained config is written next to it")
+    p.add_argument("--force", action="store_true", help="download again even if the file exists")
+    args = p.parse_args(argv)
+    out = args.out or weights_path("resources/weights", args.backbone)
+    try:
+        path = fetch(args.backbone, out, force=args.force)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("weights for %s at %s", args.backbone, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

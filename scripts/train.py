@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Train step: fine-tune one experiment (backbone x strategy x seed), resumable after preemption.
+
+Writes best.pt, last.pt and history.parquet to --out-dir; keeps its resume state in
+--resume-dir (not a Snakemake output, so a retried job continues where it stopped). On
+SIGTERM/SIGUSR1 it saves nothing new, stops at the next batch and exits 128+signal
+(143 / 138); rerunning the same command resumes from the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from leukopipe import cli
+from leukopipe.models import STRATEGIES
+from leukopipe.train import AMP_MODES, TrainConfig, TrainingInterrupted, config_fields, train
+from leukopipe.weights import WeightsError
+
+log = logging.getLogger("train")
+
+_CHOICES = {"strategy": STRATEGIES, "amp": AMP_MODES}
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, so the CLI can never fall behind the dataclass."""
+    for name, type_name, default, help_text in config_fields():
+        flag = "--" + name.replace("_", "-")
+        required = default.__class__.__name__ == "_MISSING_TYPE"
+        if type_name == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                           help=help_text)
+            continue
+        kwargs = {"help": help_text, "choices": _CHOICES.get(name)}
+        if required:
+            p.add_argument(flag, required=True, type=str, **kwargs)
+        elif name == "pretrained_weights":
+            p.add_argument(flag, default="none", metavar="PATH|none", **kwargs)
+        elif name == "workers":
+            p.add_argument(flag, default=default, metavar="N|auto", **kwargs)
+        else:
+            p.add_argument(flag, type=_TYPES[str(type_name)], default=default, **kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    _add_config_flags(p)
+    p.add_argument("--train-manifest", required=True, type=Path,
+                   help="training manifest (parquet; label 0 = Hem, 1 = ALL)")
+    p.add_argument("--train-pixels", required=True, type=Path,
+                   help="training pixel store (.npy, (N,S,S,3) uint8, row i = manifest row i)")
+    p.add_argument("--val-manifest", required=True, type=Path, help="validation manifest")
+    p.add_argument("--val-pixels", required=True, type=Path, help="validation pixel store")
+    p.add_argument("--out-dir", required=True, type=Path,
+                   help="where best.pt, last.pt and history.parquet are written")
+    p.add_argument("--resume-dir", required=True, type=Path,
+                   help="where the per-epoch resume state (state.pt) lives; keep it outside "
+                        "the Snakemake outputs")
+    p.add_argument("--extra-meta-json", type=Path, default=None,
+                   help="JSON file stored verbatim in the checkpoints (e.g. the pipeline config)")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cuda or cpu; None = cuda if available")
+    p.add_argument("--on-mismatch", choices=("restart", "error"), default="restart",
+                   help="what to do with a resume state made under another config or data")
+    p.add_argument("--keep-state", action="store_true",
+                   help="keep resume_dir/state.pt after training finished")
+    p.add_argument("--summary-json", type=Path, default=None,
+                   help="also write the run summary here (it is always printed to stdout)")
+    args = p.parse_args(argv)
+
+    cfg = TrainConfig(**{name: getattr(args, name) for name, *_ in config_fields()})
+    extra = {}
+    if args.extra_meta_json is not None:
+        try:
+            extra = json.loads(args.extra_meta_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"
+            ) from exc
+    try:
+        summary = train(
+            cfg, args.train_manifest, args.train_pixels, args.val_manifest, args.val_pixels,
+            args.out_dir, args.resume_dir, extra, device=args.device,
+            on_mismatch=args.on_mismatch, keep_state=args.keep_state,
+        )
+    except TrainingInterrupted as exc:
+        log.warning("%s (exit code %d)", exc, exc.exit_code)
+        return exc.exit_code
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
+    if args.summary_json is not None:
+        from leukopipe.atomic import write_text
+
+        write_text(args.summary_json, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
