@@ -65,7 +65,8 @@ def load_classifier(checkpoint: str | os.PathLike[str], device: str | None = Non
 @torch.inference_mode()
 def predict_batch(clf: Classifier, images: np.ndarray) -> np.ndarray:
     """Probability of ALL (class 1) for a uint8 NHWC batch."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(clf.device, non_blocking=True)
+    # np.array copies the (read-only, memory-mapped) slice into RAM that torch may own
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).to(clf.device, non_blocking=True)
     # convert and normalise on the device: the host only moves uint8 bytes
     x = x.permute(0, 3, 1, 2).float().sub_(clf.mean).div_(clf.std)
     if clf.device.type == "cuda":

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Predict: classify new cell images with a trained best.pt and flag cells for expert review.
+
+Writes a CSV with, per image: probability of ALL, predicted class (all/hem), confidence and a
+refer-to-expert flag (confidence below the threshold chosen on validation by the evaluate step,
+read from its metrics.json, or given with --refer-below). Unreadable images are named; with
+--keep-going they get an error column entry and the rest are still scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from leukopipe import atomic, cli
+from leukopipe.inference import load_classifier
+from leukopipe.predict import list_images, predict_paths, referral_threshold
+
+log = logging.getLogger("predict")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, type=Path, help="a trained best.pt")
+    p.add_argument(
+        "--images",
+        required=True,
+        type=Path,
+        help="folder of images (searched recursively) or a CSV with a column of paths",
+    )
+    p.add_argument("--column", default="path", help="the CSV column holding image paths")
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="metrics.json of the same experiment: its validation-chosen referral threshold",
+    )
+    p.add_argument(
+        "--refer-below",
+        type=float,
+        default=None,
+        help="refer cells whose confidence is below this (overrides --metrics)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability of ALL from which a cell is called ALL",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="record unreadable images in the error column and continue",
+    )
+    p.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    args = p.parse_args(argv)
+
+    clf = load_classifier(args.checkpoint, args.device)
+    paths = list_images(args.images, args.column)
+    refer = referral_threshold(args.metrics, args.refer_below)
+    df = predict_paths(
+        clf,
+        paths,
+        threshold=args.threshold,
+        refer_below=refer,
+        batch_size=args.batch_size,
+        keep_going=args.keep_going,
+    )
+    with atomic.atomic_path(args.out) as tmp:
+        df.to_csv(tmp, index=False)
+    failed = int((df["error"] != "").sum())
+    log.info(
+        "%d image(s) scored, %d unreadable, %d referred -> %s",
+        len(df) - failed,
+        failed,
+        int(df["refer_to_expert"].sum()),
+        args.out,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

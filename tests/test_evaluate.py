@@ -1,0 +1,233 @@
+"""Evaluation, comparison tables, report and prediction on a tiny trained checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from train_fixtures import write_data, write_split
+
+from leukopipe import compare
+from leukopipe.evaluate import evaluate, train_val_gap
+from leukopipe.inference import load_classifier, predict_store
+from leukopipe.predict import predict_paths
+from leukopipe.report import build_html
+from leukopipe.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("eval")
+    data = write_data(folder, n_train=64, n_val=32)
+    data["test_manifest"], data["test_pixels"] = write_split(folder, "test", 40, seed=3)
+    for key in ("val_manifest", "test_manifest"):  # one class per subject, as in C-NMC
+        df = pd.read_parquet(data[key])
+        df["subject"] = [f"{'' if y else 'H'}{i % 4}" for i, y in enumerate(df["label"])]
+        df.to_parquet(data[key], index=False)
+    cfg = TrainConfig(
+        backbone="resnet18",
+        strategy="full",
+        epochs=3,
+        batch_size=16,
+        lr=1e-3,
+        workers=0,
+        amp="none",
+    )
+    train(
+        cfg,
+        data["train_manifest"],
+        data["train_pixels"],
+        data["val_manifest"],
+        data["val_pixels"],
+        folder / "run",
+        folder / "resume",
+        {"experiment": {"name": "x"}},
+    )
+    data["best"] = folder / "run" / "best.pt"
+    data["history"] = folder / "run" / "history.parquet"
+    return data
+
+
+def test_checkpoint_alone_is_enough_for_inference(trained):
+    clf = load_classifier(trained["best"], "cpu")
+    pixels = np.load(trained["test_pixels"])
+    prob = predict_store(clf, pixels, batch_size=7)  # a batch size that leaves a remainder
+    assert prob.shape == (40,) and np.all((prob >= 0) & (prob <= 1))
+    labels = pd.read_parquet(trained["test_manifest"])["label"].to_numpy()
+    assert np.mean((prob >= 0.5) == labels) > 0.8, "the easy task was learned"
+    with pytest.raises(ValueError, match="does not match the model's input"):
+        predict_store(clf, pixels[:, :16, :16])
+
+
+def test_evaluate_record(trained):
+    clf = load_classifier(trained["best"], "cpu")
+    test = pd.read_parquet(trained["test_manifest"])
+    val = pd.read_parquet(trained["val_manifest"])
+    preds, rec = evaluate(
+        clf,
+        test,
+        trained["test_pixels"],
+        val,
+        trained["val_pixels"],
+        n_boot=50,
+        referral_target=0.9,
+    )
+    assert list(preds.columns[:5]) == ["image_id", "subject", "label", "prob_all", "pred"]
+    assert rec["n_test"] == 40 and rec["n_test_subjects"] == 8
+    m = rec["metrics"]
+    assert m["confusion"]["tp"] + m["confusion"]["fn"] == int(test.label.sum())
+    lo, hi = rec["ci"]["accuracy"]
+    assert lo <= m["accuracy"] <= hi
+    assert rec["ci"]["bootstrap"]["unit"] == "subject"
+    ref = rec["referral"]
+    assert ref["chosen_on"] == "validation"
+    assert preds["referred"].sum() == ref["test"]["n_referred"]
+    gap = train_val_gap(pd.read_parquet(trained["history"]), 2)
+    assert gap["best_epoch"] == 2 and "gap" in gap
+
+
+def test_store_shorter_than_manifest_is_a_clear_error(trained, tmp_path):
+    clf = load_classifier(trained["best"], "cpu")
+    test = pd.read_parquet(trained["test_manifest"])
+    short = tmp_path / "short.npy"
+    np.save(short, np.load(trained["test_pixels"])[:10])
+    with pytest.raises(ValueError, match="rerun the resize step"):
+        evaluate(clf, test, short, test, short, n_boot=10)
+
+
+def _record(name: str, seed: int, acc: float, split: str = "image", strategy: str = "full") -> dict:
+    m = {
+        "accuracy": acc,
+        "precision": 0.9,
+        "recall": 0.95,
+        "f1": 0.92,
+        "roc_auc": 0.93,
+        "macro_f1": 0.88,
+        "weighted_f1": 0.9,
+        "balanced_accuracy": 0.87,
+        "specificity": 0.8,
+        "mcc": 0.7,
+        "ece": 0.05,
+        "n_all": 60,
+        "n_hem": 40,
+    }
+    return {
+        "_path": f"/x/{name}/metrics.json",
+        "experiment": {
+            "name": name,
+            "group": "g",
+            "split": split,
+            "backbone": "resnet18",
+            "strategy": strategy,
+            "partial_stages": 2,
+            "seed": seed,
+            "dataset": "synthetic",
+        },
+        "training": {"best_epoch": 3, "train_accuracy": 0.95, "val_accuracy": 0.8, "gap": 0.15},
+        "n_test": 100,
+        "n_test_subjects": 9,
+        "metrics": m,
+        "ci": {"accuracy": [acc - 0.05, acc + 0.05], "bootstrap": {"unit": "subject"}},
+        "referral": {
+            "threshold": 0.8,
+            "test": {"referred_fraction": 0.2, "accepted_accuracy": 0.97},
+        },
+        "provenance": {"code_version": "abc123"},
+        "checkpoint": {"sha256": "0" * 64},
+    }
+
+
+def test_tables_pool_seeds_and_show_intervals_for_one_seed():
+    rows = compare.flat_rows(
+        [
+            _record("image.resnet18.full.s0", 0, 0.90),
+            _record("image.resnet18.full.s1", 1, 0.94),
+            _record("official.resnet18.frozen.s0", 0, 0.70, "official", "frozen"),
+        ]
+    )
+    summary = compare.summary_table(rows)
+    shown = compare.display_table(summary, ["Accuracy"])
+    full = shown[shown.Model == "resnet18 (full)"].iloc[0]
+    assert full["Seeds"] == 2 and full["Accuracy"] == "92.00 ± 2.83"
+    frozen = shown[shown.Model == "resnet18 (frozen)"].iloc[0]
+    assert frozen["Accuracy"] == "70.00 [65.0, 75.0]"
+    cap = compare.caption(rows)
+    assert "100 images (60 ALL, 40 Hem) from 9 subjects" in cap and "official" in cap
+    lit = compare.literature_table(rows)
+    assert (lit["Source"] == "Study A, Table 2").sum() == 5
+    assert 94.30 in set(lit["F1 (ALL) %"])
+    b = compare.study_b_table(rows)
+    assert len(b) == 1 and b.iloc[0]["Study B val acc. %"] == 65.77
+    assert b.iloc[0]["Gap (points)"] == pytest.approx(15.0)
+    tex = compare.latex(shown, "T", cap)
+    assert "\\begin{table}" in tex and "$\\pm$" in tex
+    html = build_html(rows, [])
+    assert "Table 1" in html and "abc123" in html
+
+
+def test_predict_names_unreadable_images_and_keeps_going(trained, tmp_path):
+    clf = load_classifier(trained["best"], "cpu")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, v in enumerate([200, 60, 190]):
+        Image.fromarray(np.full((50, 50, 3), v, np.uint8)).save(folder / f"c{i}.bmp")
+    (folder / "broken.bmp").write_bytes(b"BM not an image")
+    paths = sorted(folder.iterdir())
+    with pytest.raises(ValueError, match=r"broken\.bmp"):
+        predict_paths(clf, paths)
+    df = predict_paths(clf, paths, keep_going=True, refer_below=0.99)
+    assert len(df) == 4
+    bad = df[df.path.str.endswith("broken.bmp")].iloc[0]
+    assert "broken.bmp" in bad["error"] and bad["refer_to_expert"]
+    ok = df[df.error == ""]
+    assert set(ok.predicted) <= {"all", "hem"} and ok.prob_all.between(0, 1).all()
+
+
+def test_predict_cli(trained, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 180, np.uint8)).save(folder / "a.png")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"referral": {"threshold": 0.75}}))
+    out = tmp_path / "pred.csv"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/predict.py",
+            "--checkpoint",
+            str(trained["best"]),
+            "--images",
+            str(folder),
+            "--metrics",
+            str(metrics),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(out)
+    assert list(df.columns) == [
+        "path",
+        "prob_all",
+        "predicted",
+        "confidence",
+        "refer_to_expert",
+        "error",
+    ]
+    assert df.loc[0, "refer_to_expert"] == (df.loc[0, "confidence"] < 0.75)
