@@ -32,6 +32,10 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes owner-only files; outputs get the usual umask-based mode (shared projects)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
