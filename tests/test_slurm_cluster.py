@@ -1,9 +1,9 @@
-"""Real-SLURM tests: the test cluster itself, GPU requests, requeue, time limits, and the
-Snakemake SLURM profile (profiles/slurm) driving real sbatch submissions.
+"""Real-SLURM tests: the test cluster itself, GPU requests, requeue, and the Snakemake SLURM
+profile (profiles/slurm) driving real sbatch submissions.
 
-The time-limit probe is submitted first (module-scoped fixture used by the first test) because
-slurmctld only checks time limits every 30 s: its ~90 s wait then overlaps the other tests.
-The harness tests at the end need the SLURM binaries but not the session cluster.
+Time limits (TIMEOUT 60-90 s after start) are tested once, with a real training job, in
+tests/test_preemption.py. The harness tests at the end need the SLURM binaries but not the
+session cluster.
 """
 
 from __future__ import annotations
@@ -55,36 +55,7 @@ def _wait_for_text(path: Path, text: str, timeout: float) -> str:
                          f"{path.read_text() if path.exists() else '(missing)'}")
 
 
-class TimeoutProbe:
-    """A 1-minute job that never ends by itself; the last test checks it ends in TIMEOUT."""
-
-    def __init__(self, cluster: SlurmCluster) -> None:
-        self.cluster = cluster
-        self.out = cluster.root / "timeout-probe.out"
-        self.job_id: str | None = None
-
-    def submit(self) -> str:
-        if self.job_id is None:
-            self.job_id = self.cluster.sbatch(
-                "--time=1", "--cpus-per-task=1", "--mem=100", "--job-name=timeout-probe",
-                f"--output={self.out}", script=LOOP_SCRIPT,
-            )
-        return self.job_id
-
-
-@pytest.fixture(scope="module")
-def timeout_probe(slurm_cluster: SlurmCluster) -> TimeoutProbe:
-    """Requested by the first cluster test so that the probe runs alongside the others; on a
-    one-CPU node it would block them, so there it is submitted by the last test instead."""
-    probe = TimeoutProbe(slurm_cluster)
-    if slurm_cluster.cpus >= 2:
-        probe.submit()
-    return probe
-
-
-def test_cluster_has_one_idle_node_with_two_gpus(
-    slurm_cluster: SlurmCluster, timeout_probe: TimeoutProbe
-) -> None:
+def test_cluster_has_one_idle_node_with_two_gpus(slurm_cluster: SlurmCluster) -> None:
     res = slurm_cluster.run("scontrol", "show", "node", "-o", slurm_cluster.host)
     assert f"Gres=gpu:{slurm_cluster.gpu_type}:2" in res.stdout
     assert f"CPUTot={slurm_cluster.cpus} " in res.stdout
@@ -239,19 +210,6 @@ def test_snakemake_profile_runs_gpu_rules_on_slurm(
     assert (tmp_path / "logs" / "slurm" / "rule_train" / f"{train['SLURM_JOB_ID']}.log").exists()
     # Status came from squeue: the plugin logs this line when it silently switches to sacct.
     assert "Falling back to 'sacct'" not in log
-
-
-def test_time_limit_kills_job_with_state_timeout(
-    slurm_cluster: SlurmCluster, timeout_probe: TimeoutProbe
-) -> None:
-    job_id, out = timeout_probe.submit(), timeout_probe.out
-    # Limit 60 s; slurmctld tests limits every 30 s (hard-coded), so 60-90 s after start.
-    info = slurm_cluster.wait_for_job(job_id, "TIMEOUT", timeout=150)
-    assert info["TimeLimit"] == "00:01:00"
-    assert info["Reason"] == "TimeLimit"
-    minutes, seconds = info["RunTime"].split(":")[-2:]
-    assert 60 <= int(minutes) * 60 + int(seconds) <= 120, info["RunTime"]
-    assert "DUE TO TIME LIMIT" in out.read_text()
 
 
 # ----------------------------------------------------------------------------- harness
