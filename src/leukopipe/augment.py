@@ -13,15 +13,20 @@ import multiprocessing as mp
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from leukopipe.imageio import load_rgb
 from leukopipe.store import create_store
-from leukopipe.transforms import AugmentConfig, apply_params, augment_one
+
+if TYPE_CHECKING:
+    from leukopipe.transforms import AugmentConfig
+
+# torch (through leukopipe.transforms) is imported only where samples are augmented: the
+# resize step's 'spawn' workers re-import this module, and importing torch in each of them
+# cost ~2-3 s and ~350 MB per worker for nothing (docs/benchmarks.md).
 
 TRAIN_COLUMNS = (
     "image_id", "path", "subject", "label", "class_name", "subset", "width", "height", "sha256",
@@ -132,11 +137,17 @@ _worker_cfg: AugmentConfig | None = None
 
 def _init_worker(store_file: str, size: int, cfg: dict[str, Any] | None) -> None:
     global _worker_store, _worker_size, _worker_cfg
-    # One intra-op thread per worker: the work is many small images, parallel across processes.
-    torch.set_num_threads(1)
     _worker_store = np.load(store_file, mmap_mode="r+")
     _worker_size = size
-    _worker_cfg = AugmentConfig.from_dict(cfg) if cfg is not None else None
+    _worker_cfg = None
+    if cfg is not None:
+        import torch
+
+        from leukopipe.transforms import AugmentConfig
+
+        # One intra-op thread per worker: many small images, parallel across processes.
+        torch.set_num_threads(1)
+        _worker_cfg = AugmentConfig.from_dict(cfg)
 
 
 def _run_chunk(chunk: Sequence[_Task]) -> list[tuple[int, str]]:
@@ -151,6 +162,8 @@ def _run_chunk(chunk: Sequence[_Task]) -> list[tuple[int, str]]:
                 done.append((row, ""))
             else:
                 assert _worker_cfg is not None
+                from leukopipe.transforms import augment_one
+
                 out, params = augment_one(img, aug_seed, _worker_cfg)
                 _worker_store[row] = out
                 done.append((row, json.dumps(params, separators=(",", ":"))))
@@ -211,7 +224,8 @@ def _fill_store(
             return params_json
         store_file = str(store.filename)
         if workers == 1:
-            previous_threads = torch.get_num_threads()
+            torch = sys.modules.get("torch") if cfg is None else _import_torch()
+            previous_threads = torch.get_num_threads() if torch is not None else None
             try:
                 _init_worker(store_file, size, cfg_dict)
                 for chunk in chunks:
@@ -220,7 +234,8 @@ def _fill_store(
                     bar.update(sum(len(rows) for _, rows in chunk))
             finally:
                 _reset_worker()
-                torch.set_num_threads(previous_threads)
+                if torch is not None and previous_threads is not None:
+                    torch.set_num_threads(previous_threads)
         else:
             # 'spawn': forking a process that has already started torch's thread pools can hang.
             ctx = mp.get_context("spawn")
@@ -234,6 +249,12 @@ def _fill_store(
                     bar.update(len(done))
         bar.close()
     return params_json
+
+
+def _import_torch() -> Any:
+    import torch
+
+    return torch
 
 
 def _reset_worker() -> None:
@@ -314,6 +335,8 @@ def regenerate(row: pd.Series, size: int, cfg: AugmentConfig) -> np.ndarray:
     Uses the recorded ``aug_params`` when present, else draws them again from ``aug_seed``;
     an original row gives the resized source image.
     """
+    from leukopipe.transforms import apply_params, augment_one
+
     img = load_rgb(row["path"], size)
     if not bool(row["generated"]):
         return img
