@@ -22,6 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -ra
 
+# Throughput of the data stage, loader, training loop and inference on this machine;
+# appends stamped rows to docs/benchmarks.md.
+benchmark: $(STAMP)
+	$(VENV)/bin/python scripts/benchmark.py --fraction 0.05 --train-size 64 --append docs/benchmarks.md
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(SNAKEMAKE) --lint

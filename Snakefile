@@ -32,6 +32,7 @@ localrules:
     download,
     fetch_weights,
     compare,
+    ensemble,
     report,
 
 

@@ -1,6 +1,13 @@
 # Names shared by the rule files; the helpers themselves live in src/leukopipe/workflow.py.
 from leukopipe.workflow import (
     as_json,
+    comparison_metrics,
+    ensemble_meta,
+    evaluate_outputs,
+    expand_ensembles,
+    gradcam_grids,
+    gradcam_options,
+    output_flags,
     expand_experiments,
     experiment_meta,
     final_targets,
@@ -14,4 +21,5 @@ from leukopipe.workflow import (
 
 R = results_dir(config)
 EXPERIMENTS = expand_experiments(config)
+ENSEMBLES = expand_ensembles(config)
 SPLIT_MODES = used_splits(config)

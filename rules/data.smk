@@ -50,7 +50,7 @@ rule merge:
 rule split:
     input:
         index=rules.merge.output.index,
-        code=pkg("split", "provenance"),
+        code=pkg("split", "cv", "provenance"),
     output:
         train=f"{R}/splits/{{split}}/train.parquet",
         val=f"{R}/splits/{{split}}/val.parquet",
@@ -61,7 +61,7 @@ rule split:
     benchmark:
         f"{R}/benchmarks/split/{{split}}.tsv"
     wildcard_constraints:
-        split="image|patient|official",
+        split=r"image|patient|official|cv\d+-f\d+",
     conda:
         "../envs/data.yaml"
     resources:

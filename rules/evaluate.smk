@@ -1,4 +1,5 @@
-# Test-set evaluation per experiment, then comparison tables, figures and the HTML report.
+# Test-set evaluation per experiment (optionally with TTA and Grad-CAM grids), soft-voting
+# ensembles from stored predictions, then comparison tables, figures and the HTML report.
 
 
 rule evaluate:
@@ -14,18 +15,27 @@ rule evaluate:
             "inference",
             "metrics",
             "referral",
+            "record",
+            "subject_level",
+            "tta",
+            "gradcam",
+            "figures",
             "models",
             "store",
             "provenance",
         ),
     output:
+        **evaluate_outputs(config),
         predictions=f"{R}/eval/{{exp}}/predictions.parquet",
+        val_predictions=f"{R}/eval/{{exp}}/val_predictions.parquet",
         metrics=f"{R}/eval/{{exp}}/metrics.json",
         history=f"{R}/eval/{{exp}}/history.parquet",
     log:
         f"{R}/logs/evaluate/{{exp}}.log",
     benchmark:
         f"{R}/benchmarks/evaluate/{{exp}}.tsv"
+    wildcard_constraints:
+        exp=r"[^/]+\.s\d+",
     conda:
         "../envs/train.yaml"
     threads: 2
@@ -38,18 +48,64 @@ rule evaluate:
         criterion=config["evaluate"]["referral_criterion"],
         batch_size=config["evaluate"]["batch_size"],
         experiment=lambda wc: as_json(experiment_meta(config, wc.exp)["experiment"]),
+        gradcam=gradcam_options(config),
+        extra=lambda wc, output: output_flags(output),
     shell:
-        "python scripts/evaluate.py --checkpoint {input.best} --history {input.history} --test-manifest {input.test} --test-pixels {input.test_pixels} --val-manifest {input.val} --val-pixels {input.val_pixels} --threshold {params.threshold} --bootstrap {params.bootstrap} --referral-target {params.target} --referral-criterion {params.criterion} --batch-size {params.batch_size} --experiment-json '{params.experiment}' --predictions-out {output.predictions} --metrics-out {output.metrics} --history-out {output.history} 2> {log}"
+        "python scripts/evaluate.py --checkpoint {input.best} --history {input.history} --test-manifest {input.test} --test-pixels {input.test_pixels} --val-manifest {input.val} --val-pixels {input.val_pixels} --threshold {params.threshold} --bootstrap {params.bootstrap} --referral-target {params.target} --referral-criterion {params.criterion} --batch-size {params.batch_size} --experiment-json '{params.experiment}' --predictions-out {output.predictions} --val-predictions-out {output.val_predictions} --metrics-out {output.metrics} --history-out {output.history} {params.extra} {params.gradcam} 2> {log}"
+
+
+rule ensemble:
+    input:
+        predictions=lambda wc: [
+            f"{R}/eval/{m}/predictions.parquet" for m in ENSEMBLES[wc.ens]["members"]
+        ],
+        val_predictions=lambda wc: [
+            f"{R}/eval/{m}/val_predictions.parquet"
+            for m in ENSEMBLES[wc.ens]["members"]
+        ],
+        code=pkg(
+            "ensemble", "record", "metrics", "referral", "subject_level", "provenance"
+        ),
+    output:
+        predictions=f"{R}/eval/{{ens}}/predictions.parquet",
+        val_predictions=f"{R}/eval/{{ens}}/val_predictions.parquet",
+        metrics=f"{R}/eval/{{ens}}/metrics.json",
+    log:
+        f"{R}/logs/ensemble/{{ens}}.log",
+    wildcard_constraints:
+        ens=r"[^/]+\.ensemble-[A-Za-z0-9_-]+",
+    conda:
+        "../envs/train.yaml"
+    params:
+        members=lambda wc: " ".join(
+            f"{R}/eval/{m}" for m in ENSEMBLES[wc.ens]["members"]
+        ),
+        threshold=config["evaluate"]["threshold"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        target=config["evaluate"]["referral_target"],
+        criterion=config["evaluate"]["referral_criterion"],
+        experiment=lambda wc: as_json(ensemble_meta(config, wc.ens)),
+    shell:
+        "python scripts/ensemble.py --members {params.members} --threshold {params.threshold} --bootstrap {params.bootstrap} --referral-target {params.target} --referral-criterion {params.criterion} --experiment-json '{params.experiment}' --predictions-out {output.predictions} --val-predictions-out {output.val_predictions} --metrics-out {output.metrics} 2> {log}"
 
 
 rule compare:
     input:
-        metrics=expand(f"{R}/eval/{{exp}}/metrics.json", exp=sorted(EXPERIMENTS)),
+        metrics=comparison_metrics(config),
         predictions=expand(
             f"{R}/eval/{{exp}}/predictions.parquet", exp=sorted(EXPERIMENTS)
         ),
         histories=expand(f"{R}/eval/{{exp}}/history.parquet", exp=sorted(EXPERIMENTS)),
-        code=pkg("compare", "figures", "metrics", "referral", "published"),
+        code=pkg(
+            "compare",
+            "figures",
+            "metrics",
+            "referral",
+            "published",
+            "record",
+            "cv",
+            "subject_level",
+        ),
     output:
         md=report(
             f"{R}/tables/comparison.md",
@@ -89,8 +145,10 @@ rule compare:
     params:
         tables=lambda wc, output: Path(output.md).parent,
         figures=lambda wc, output: Path(output.roc).parent,
+        threshold=config["evaluate"]["threshold"],
+        bootstrap=config["evaluate"]["bootstrap"],
     shell:
-        "python scripts/compare.py --metrics {input.metrics} --tables-dir {params.tables} --figures-dir {params.figures} 2> {log}"
+        "python scripts/compare.py --metrics {input.metrics} --threshold {params.threshold} --bootstrap {params.bootstrap} --tables-dir {params.tables} --figures-dir {params.figures} 2> {log}"
 
 
 rule report:
@@ -104,7 +162,8 @@ rule report:
             rules.compare.output.reliability,
             rules.compare.output.risk,
         ],
-        code=pkg("report"),
+        gradcam=gradcam_grids(config),
+        code=pkg("report", "compare", "cv", "subject_level"),
     output:
         html=f"{R}/report.html",
     log:
@@ -112,4 +171,4 @@ rule report:
     conda:
         "../envs/train.yaml"
     shell:
-        "python scripts/report.py --tables {input.tables} --rows {input.rows} --figures {input.figures} --out {output.html} 2> {log}"
+        "python scripts/report.py --tables {input.tables} --rows {input.rows} --figures {input.figures} --gradcam {input.gradcam} --out {output.html} 2> {log}"

@@ -2,8 +2,10 @@
 """Compare step: comparison tables and figures from stored evaluation results (no training).
 
 Reads metrics.json files (with predictions.parquet and history.parquet beside each) and writes
-tables/comparison.{md,csv,tex} (Study A Table 2's shape, plus the literature and Study B
-tables) and figures/*.png. A copied results/<run>/eval/ tree is all it needs.
+tables/comparison.{md,csv,tex} (Study A Table 2's shape with TTA, ensemble and cross-validation
+rows, the literature and Study B tables, subject-level diagnosis) and figures/*.png.
+Cross-validation folds are pooled out of fold from their stored predictions here. A copied
+results/<run>/eval/ tree is all it needs.
 """
 
 from __future__ import annotations
@@ -42,15 +44,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tables-dir", required=True, type=Path, help="folder for comparison.{md,csv,tex}"
     )
     p.add_argument("--figures-dir", required=True, type=Path, help="folder for the PNG figures")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="probability of ALL from which a cell is called ALL (pooled folds)",
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for pooled folds' CIs"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     args = p.parse_args(argv)
 
     records = compare.load_records(args.metrics)
-    rows = compare.flat_rows(records)
+    rows, pooled_preds = compare.with_pooled(
+        records, threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed
+    )
     summary = compare.summary_table(rows)
     main_table = compare.display_table(summary, SHOWN)
     cap = compare.caption(rows)
     lit = compare.literature_table(rows)
     study_b = compare.study_b_table(rows)
+    subjects = compare.subject_level_table(rows)
 
     md = "\n".join(
         [
@@ -71,6 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "accuracy in points. Study B reports validation accuracy on the "
                 "preliminary test set (patient-disjoint).",
             ),
+            compare.markdown(
+                subjects,
+                "Table 4. Subject-level diagnosis",
+                "One call per subject from its cells: mean probability of ALL, or the "
+                "fraction of its cells called ALL, against a threshold chosen on the "
+                "validation subjects (highest balanced accuracy; per fold for pooled "
+                "cross-validation). Sensitivity = ALL subjects called ALL, specificity = Hem "
+                "subjects called Hem, with Wilson 95 % intervals over subjects.",
+            ),
             "Provenance: each row's metrics file, checkpoint digest and code version are in "
             "comparison.csv.",
         ]
@@ -88,16 +112,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     atomic.write_text(args.tables_dir / "comparison.tex", tex)
 
-    names = rows["experiment"].tolist()
-    folders = {n: Path(f).parent for n, f in zip(names, rows["metrics_file"], strict=True)}
-    preds = {n: pd.read_parquet(folders[n] / "predictions.parquet") for n in names}
-    hist = {
-        n: pd.read_parquet(folders[n] / "history.parquet")
-        for n in names
-        if (folders[n] / "history.parquet").exists()
+    # figures show whole test protocols: single folds are drawn through their pooled row
+    shown = rows[rows["fold"].isna() | rows["pooled"]]
+    preds = {
+        r.experiment: pooled_preds[r.experiment]
+        if r.pooled
+        else pd.read_parquet(r.predictions_file)
+        for r in shown.itertuples()
     }
+    trained = rows[(rows["variant"] == "single") & ~rows["pooled"]]
+    hist = {
+        r.experiment: pd.read_parquet(Path(r.metrics_file).parent / "history.parquet")
+        for r in trained.itertuples()
+        if (Path(r.metrics_file).parent / "history.parquet").exists()
+    }
+    names = rows["experiment"].tolist()
     best = dict(zip(names, rows["best_epoch"], strict=True))
-    thresholds = dict(zip(names, rows["referral_threshold"], strict=True))
+    # a pooled row has one referral threshold per fold: no single operating point to mark
+    thresholds = {
+        r.experiment: r.referral_threshold for r in rows.itertuples() if not r.pooled
+    }
     fig = args.figures_dir
     figures.roc_figure(preds, fig / "roc.png")
     figures.confusion_figure(preds, fig / "confusion.png")

@@ -2,9 +2,11 @@
 """Evaluate step: score one trained experiment on its test manifest.
 
 Writes predictions.parquet (image, subject, true label, probability of ALL, predicted label,
-confidence, referred flag) and metrics.json (every metric with its bootstrap interval, the
-per-subject accuracy, calibration, the expert-referral operating point chosen on validation,
-the train/validation gap at the best epoch, and the provenance of checkpoint and code).
+confidence, referred flag), the same for validation, and metrics.json (every metric with its
+bootstrap interval, the per-subject accuracy, calibration, the expert-referral operating point
+and the subject-level diagnosis thresholds chosen on validation, the train/validation gap at the
+best epoch, and the provenance of checkpoint and code). Optionally the same files for 8-fold
+dihedral test-time augmentation (same checkpoint) and a Grad-CAM grid of sample test cells.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from leukopipe import atomic, cli
-from leukopipe.evaluate import evaluate, file_sha256, train_val_gap
+from leukopipe.evaluate import evaluate, file_sha256, gradcam_grid, train_val_gap
 from leukopipe.inference import load_classifier
 from leukopipe.provenance import provenance
 
@@ -68,6 +70,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="JSON describing the experiment (name, split, backbone, strategy, seed)",
     )
     p.add_argument("--predictions-out", required=True, type=Path, help="predictions.parquet")
+    p.add_argument(
+        "--val-predictions-out",
+        type=Path,
+        default=None,
+        help="validation predictions (for ensembles and subject-level thresholds downstream)",
+    )
+    p.add_argument(
+        "--tta-metrics-out",
+        type=Path,
+        default=None,
+        help="also score with 8-fold dihedral TTA and write its metrics.json here",
+    )
+    p.add_argument("--tta-predictions-out", type=Path, default=None, help="TTA test predictions")
+    p.add_argument(
+        "--tta-val-predictions-out", type=Path, default=None, help="TTA validation predictions"
+    )
+    p.add_argument(
+        "--gradcam-out", type=Path, default=None, help="PNG grid of Grad-CAM overlays to write"
+    )
+    p.add_argument(
+        "--gradcam-per-group",
+        type=int,
+        default=2,
+        help="cells per group (ALL/Hem x called right/wrong) in the Grad-CAM grid",
+    )
+    p.add_argument(
+        "--gradcam-stage", type=int, default=-1, help="feature stage of the maps (-1: deepest)"
+    )
+    p.add_argument("--gradcam-alpha", type=float, default=0.45, help="opacity of the heat map")
     p.add_argument("--metrics-out", required=True, type=Path, help="metrics.json")
     p.add_argument(
         "--history-out",
@@ -80,7 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     clf = load_classifier(args.checkpoint, args.device)
     test = pd.read_parquet(args.test_manifest)
     val = pd.read_parquet(args.val_manifest)
-    predictions, record = evaluate(
+    tta = args.tta_metrics_out is not None
+    if tta and not (args.tta_predictions_out and args.tta_val_predictions_out):
+        raise ValueError(
+            "--tta-metrics-out needs --tta-predictions-out and --tta-val-predictions-out"
+        )
+    variants = evaluate(
         clf,
         test,
         args.test_pixels,
@@ -92,25 +128,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         referral_target=args.referral_target,
         referral_criterion=args.referral_criterion,
         batch_size=args.batch_size,
+        tta=tta,
     )
     history = pd.read_parquet(args.history) if args.history else pd.DataFrame()
     meta = clf.meta
-    record["experiment"] = json.loads(args.experiment_json)
-    record["training"] = {
-        **train_val_gap(history, meta.get("best_epoch")),
-        "backbone": meta["backbone"],
-        "strategy": meta.get("strategy"),
-        "partial_stages": meta.get("partial_stages"),
-        "image_size": meta["image_size"],
-        "train_config": meta.get("train_config"),
-        "checkpoint_code_version": (meta.get("provenance") or {}).get("code_version"),
+    experiment = json.loads(args.experiment_json)
+    common = {
+        "training": {
+            **train_val_gap(history, meta.get("best_epoch")),
+            "backbone": meta["backbone"],
+            "strategy": meta.get("strategy"),
+            "partial_stages": meta.get("partial_stages"),
+            "image_size": meta["image_size"],
+            "train_config": meta.get("train_config"),
+            "checkpoint_code_version": (meta.get("provenance") or {}).get("code_version"),
+        },
+        "checkpoint": {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint)},
+        "provenance": provenance(),
     }
-    record["checkpoint"] = {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint)}
-    record["provenance"] = provenance()
-    atomic.write_parquet(args.predictions_out, predictions)
+    outputs = {
+        "plain": (args.predictions_out, args.val_predictions_out, args.metrics_out),
+        "tta": (args.tta_predictions_out, args.tta_val_predictions_out, args.tta_metrics_out),
+    }
+    for variant, (predictions, val_predictions, record) in variants.items():
+        pred_out, val_out, metrics_out = outputs[variant]
+        name = experiment.get("name", "experiment")
+        record["experiment"] = {
+            **experiment,
+            "name": f"{name}+tta" if variant == "tta" else name,
+            "variant": "tta" if variant == "tta" else "single",
+        }
+        record.update(common)
+        record["files"] = {
+            "predictions": pred_out.name,
+            "val_predictions": val_out.name if val_out else None,
+        }
+        atomic.write_parquet(pred_out, predictions)
+        if val_out:
+            atomic.write_parquet(val_out, val_predictions)
+        atomic.write_json(metrics_out, record)
     if args.history_out:
         atomic.write_parquet(args.history_out, history)
-    atomic.write_json(args.metrics_out, record)
+    if args.gradcam_out:
+        gradcam_grid(
+            clf,
+            variants["plain"][0],
+            test,
+            args.test_pixels,
+            args.gradcam_out,
+            per_group=args.gradcam_per_group,
+            stage=args.gradcam_stage,
+            alpha=args.gradcam_alpha,
+            title=f"Grad-CAM on test cells: {experiment.get('name', args.checkpoint.parent.name)}",
+        )
+    record = variants["plain"][2]
     m = record["metrics"]
     log.info(
         "test n=%d: accuracy %.4f, F1(ALL) %.4f, weighted F1 %.4f, AUC %s",

@@ -4,7 +4,8 @@
 Writes a CSV with, per image: probability of ALL, predicted class (all/hem), confidence and a
 refer-to-expert flag (confidence below the threshold chosen on validation by the evaluate step,
 read from its metrics.json, or given with --refer-below). Unreadable images are named; with
---keep-going they get an error column entry and the rest are still scored.
+--keep-going they get an error column entry and the rest are still scored. For a single image,
+--gradcam-out also saves its Grad-CAM map (the regions behind the call) as a PNG.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from leukopipe import atomic, cli
 from leukopipe.inference import load_classifier
-from leukopipe.predict import list_images, predict_paths, referral_threshold
+from leukopipe.predict import gradcam_image, list_images, predict_paths, referral_threshold
 
 log = logging.getLogger("predict")
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--images",
         required=True,
         type=Path,
-        help="folder of images (searched recursively) or a CSV with a column of paths",
+        help="one image, a folder of images (searched recursively) or a CSV with a column of paths",
     )
     p.add_argument("--column", default="path", help="the CSV column holding image paths")
     p.add_argument(
@@ -56,11 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="record unreadable images in the error column and continue",
     )
+    p.add_argument(
+        "--gradcam-out",
+        type=Path,
+        default=None,
+        help="also write a Grad-CAM figure (PNG) of the called class; needs a single image",
+    )
+    p.add_argument(
+        "--gradcam-stage", type=int, default=-1, help="feature stage of the map (-1: deepest)"
+    )
+    p.add_argument("--gradcam-alpha", type=float, default=0.45, help="opacity of the heat map")
     p.add_argument("--out", required=True, type=Path, help="CSV file to write")
     args = p.parse_args(argv)
 
     clf = load_classifier(args.checkpoint, args.device)
     paths = list_images(args.images, args.column)
+    if args.gradcam_out and len(paths) != 1:
+        raise ValueError(f"--gradcam-out explains a single image; {args.images} holds {len(paths)}")
     refer = referral_threshold(args.metrics, args.refer_below)
     df = predict_paths(
         clf,
@@ -72,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with atomic.atomic_path(args.out) as tmp:
         df.to_csv(tmp, index=False)
+    if args.gradcam_out:
+        gradcam_image(
+            clf, paths[0], args.gradcam_out, stage=args.gradcam_stage, alpha=args.gradcam_alpha
+        )
+        log.info("Grad-CAM of %s -> %s", paths[0], args.gradcam_out)
     failed = int((df["error"] != "").sum())
     log.info(
         "%d image(s) scored, %d unreadable, %d referred -> %s",

@@ -24,11 +24,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tables", type=Path, required=True, help="comparison.md (checked to exist)")
     p.add_argument("--rows", type=Path, required=True, help="rows.parquet from the compare step")
     p.add_argument("--figures", type=Path, nargs="+", required=True, help="PNG figures to embed")
+    p.add_argument(
+        "--gradcam",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="Grad-CAM grid PNGs (eval/<experiment>/gradcam.png) to embed",
+    )
     p.add_argument("--out", type=Path, required=True, help="report.html to write")
     args = p.parse_args(argv)
     if not args.tables.is_file():
         raise FileNotFoundError(f"{args.tables}: run the compare step first")
-    atomic.write_text(args.out, build_html(pd.read_parquet(args.rows), args.figures))
+    atomic.write_text(args.out, build_html(pd.read_parquet(args.rows), args.figures, args.gradcam))
     log.info("wrote %s", args.out)
     return 0
 

@@ -2,8 +2,9 @@
 """Split step: train / val / test manifests plus a leakage audit (audit.json).
 
 Modes: image (stratified by class at image level, the Ahmed study), patient (subject-disjoint,
-class-stratified), official (training folds vs the labelled preliminary test). Validation is
-carved from the training part and never from test.
+class-stratified), official (training folds vs the labelled preliminary test), cv<k>-f<i>
+(fold i of a subject-disjoint, class-stratified k-fold cross-validation: test = fold i).
+Validation is carved from the training part and never from test.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 
 from leukopipe import atomic, cli
+from leukopipe.cv import assign_folds, parse_split_id
 from leukopipe.provenance import provenance
-from leukopipe.split import MODES, SPLITS, audit, make_splits
+from leukopipe.split import SPLITS, audit, check_mode, make_splits
 
 log = logging.getLogger("split")
 
@@ -25,7 +27,12 @@ log = logging.getLogger("split")
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--index", required=True, type=Path, help="index.parquet from the merge step")
-    p.add_argument("--mode", required=True, choices=MODES, help="how test is separated from train")
+    p.add_argument(
+        "--mode",
+        required=True,
+        type=check_mode,
+        help="image, patient, official, or cv<k>-f<i> (fold i of subject-disjoint k-fold CV)",
+    )
     p.add_argument(
         "--test-fraction",
         type=float,
@@ -55,6 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "val_fraction": args.val_fraction,
         "seed": args.seed,
     }
+    if cv := parse_split_id(args.mode):
+        folds = assign_folds(index, cv[0], args.seed)
+        report["cv"] = {
+            "folds": cv[0],
+            "fold": cv[1],
+            "subjects_per_fold": {
+                str(f): sorted(folds.index[folds == f].tolist()) for f in range(cv[0])
+            },
+        }
     report["provenance"] = provenance()
     for name in SPLITS:
         atomic.write_parquet(args.out_dir / f"{name}.parquet", splits[name])

@@ -58,7 +58,10 @@ TINY_CONFIG = {
         "eval_batch_size": 64,
         "amp": "none",
     },
-    "evaluate": {"bootstrap": 50, "batch_size": 64},
+    # the extras of config.yaml off: the plain two-experiment DAG (the SLURM test relies on it)
+    "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": False},
+    "gradcam": {"per_group": 0},
+    "ensembles": [],
     "experiments": [
         {
             "name": "a",
@@ -70,6 +73,27 @@ TINY_CONFIG = {
         {
             "name": "b",
             "split": "official",
+            "backbones": ["resnet18"],
+            "strategies": ["frozen"],
+            "seeds": [0],
+        },
+    ],
+}
+
+# Everything on: 2-fold cross-validation, TTA, Grad-CAM grids and an ensemble (test_pipeline).
+FULL_CONFIG = {
+    **TINY_CONFIG,
+    "split": {"folds": 2, "test_fraction": 0.1, "val_fraction": 0.1, "seed": 42},
+    "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": True},
+    "gradcam": {"per_group": 1},
+    # two seeds of one model on the official split: the cheapest ensemble with a shared test set
+    "ensembles": [{"name": "seeds", "groups": ["b"]}],
+    "experiments": [
+        TINY_CONFIG["experiments"][0],
+        {**TINY_CONFIG["experiments"][1], "seeds": [0, 1]},
+        {
+            "name": "c",
+            "split": "cv",
             "backbones": ["resnet18"],
             "strategies": ["frozen"],
             "seeds": [0],

@@ -11,7 +11,13 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from leukopipe.config import ConfigError, expand_experiments, used_splits, validate
+from leukopipe.config import (
+    ConfigError,
+    expand_ensembles,
+    expand_experiments,
+    used_splits,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +54,10 @@ def test_default_config_runs_both_studies(base):
     )
     study_b = {(e.backbone, e.strategy) for e in exps.values() if e.group == "study_b"}
     assert {("resnet18", "frozen"), ("resnet18", "partial"), ("resnet50", "partial")} <= study_b
-    assert used_splits(base) == ["image", "official"]
+    assert used_splits(base) == [*(f"cv5-f{i}" for i in range(5)), "image", "official"]
+    cv = [e for e in exps.values() if e.group == "study_a_cv"]
+    assert len(cv) == 25 and {e.fold for e in cv} == set(range(5))
+    assert "cv5-f3.efficientnet_b3.full.s0" in exps
     assert base["augment"]["target_per_class"] == 10000
     assert base["train"]["lr"] == 1e-4 and base["train"]["epochs"] == 50
     assert base["train"]["patience"] == 15
@@ -134,3 +143,54 @@ def test_snakemake_fails_before_any_job_with_one_line(tmp_path):
     assert lines == [
         "config error: split.test_fraction = 2.0 is not allowed; expected a number strictly between 0 and 1"
     ]
+
+
+def test_cv_groups_expand_per_fold_and_ensembles_per_split(base):
+    cfg = copy.deepcopy(base)
+    cfg["split"]["folds"] = 3
+    cfg["experiments"] = [
+        {
+            "name": "x",
+            "split": "cv",
+            "backbones": ["resnet18", "resnet50"],
+            "strategies": ["full"],
+            "seeds": [0],
+        },
+        {
+            "name": "y",
+            "split": "image",
+            "backbones": ["resnet18"],
+            "strategies": ["full"],
+            "seeds": [0, 1],
+        },
+    ]
+    cfg["ensembles"] = [{"name": "both", "groups": ["x"]}, {"name": "seeds", "groups": ["y"]}]
+    validate(cfg, check_backbones=False)
+    exps = expand_experiments(cfg)
+    assert sorted(n for n in exps if n.startswith("cv3-f1.")) == [
+        "cv3-f1.resnet18.full.s0",
+        "cv3-f1.resnet50.full.s0",
+    ]
+    ens = expand_ensembles(cfg)
+    assert sorted(ens) == [
+        "cv3-f0.ensemble-both",
+        "cv3-f1.ensemble-both",
+        "cv3-f2.ensemble-both",
+        "image.ensemble-seeds",
+    ]
+    assert ens["cv3-f2.ensemble-both"]["members"] == [
+        "cv3-f2.resnet18.full.s0",
+        "cv3-f2.resnet50.full.s0",
+    ]
+    bad = copy.deepcopy(cfg)
+    bad["ensembles"] = [{"name": "z", "groups": ["nope"]}]
+    with pytest.raises(ConfigError, match=r"ensembles\[0\].groups\[0\] = \"nope\""):
+        validate(bad, check_backbones=False)
+    lonely = copy.deepcopy(cfg)
+    lonely["ensembles"] = [{"name": "z", "experiments": ["image.resnet18.full.s0"]}]
+    with pytest.raises(ConfigError, match="1 member"):
+        validate(lonely, check_backbones=False)
+    few = copy.deepcopy(cfg)
+    few["split"]["folds"] = 1
+    with pytest.raises(ConfigError, match=r"split\.folds = 1"):
+        validate(few, check_backbones=False)

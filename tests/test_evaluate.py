@@ -73,7 +73,7 @@ def test_evaluate_record(trained):
     clf = load_classifier(trained["best"], "cpu")
     test = pd.read_parquet(trained["test_manifest"])
     val = pd.read_parquet(trained["val_manifest"])
-    preds, rec = evaluate(
+    preds, val_preds, rec = evaluate(
         clf,
         test,
         trained["test_pixels"],
@@ -81,7 +81,8 @@ def test_evaluate_record(trained):
         trained["val_pixels"],
         n_boot=50,
         referral_target=0.9,
-    )
+    )["plain"]
+    assert len(val_preds) == len(val) and val_preds["referred"].dtype == bool
     assert list(preds.columns[:5]) == ["image_id", "subject", "label", "prob_all", "pred"]
     assert rec["n_test"] == 40 and rec["n_test_subjects"] == 8
     m = rec["metrics"]
@@ -231,3 +232,117 @@ def test_predict_cli(trained, tmp_path):
         "error",
     ]
     assert df.loc[0, "refer_to_expert"] == (df.loc[0, "confidence"] < 0.75)
+
+
+def test_tta_views_are_the_eight_symmetries_and_scores_average_them(trained):
+    from leukopipe.tta import dihedral_views, predict_store_tta
+
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    views = dihedral_views(x)
+    assert len(views) == 8 and np.array_equal(views[0], x)
+    assert len({v.tobytes() for v in views}) == 8  # all distinct
+    for v in views:  # each view is a flip/rotation of the original, per image
+        assert any(
+            np.array_equal(v[0], np.rot90(f, k)) for f in (x[0], x[0][:, ::-1]) for k in range(4)
+        )
+    clf = load_classifier(trained["best"], "cpu")
+    pixels = np.load(trained["test_pixels"])
+    mean, plain = predict_store_tta(clf, pixels, batch_size=24)
+    assert np.allclose(plain, predict_store(clf, pixels), atol=1e-5)
+    by_view = np.stack([predict_store(clf, v) for v in dihedral_views(pixels)])
+    assert np.allclose(mean, by_view.mean(axis=0), atol=1e-5)
+    test = pd.read_parquet(trained["test_manifest"])
+    val = pd.read_parquet(trained["val_manifest"])
+    out = evaluate(
+        clf, test, trained["test_pixels"], val, trained["val_pixels"], n_boot=20, tta=True
+    )
+    assert set(out) == {"plain", "tta"}
+    assert np.allclose(
+        out["tta"][0]["prob_all"], mean[test["store_row"]] if "store_row" in test else mean
+    )
+    assert out["tta"][2]["subject_level"]["aggregations"]["mean_prob"]["test"]["n_subjects"] == 8
+
+
+def test_gradcam_points_at_the_evidence_and_leaves_no_hooks(trained, tmp_path):
+    from leukopipe.gradcam import gradcam, select_cells, target_layer
+
+    clf = load_classifier(trained["best"], "cpu")
+    # the model learned "bright = ALL": a dark cell with one bright corner must light up there
+    img = np.full((1, 96, 96, 3), 80, dtype=np.uint8)
+    img[:, :32, :32] = 200
+    cam, prob = gradcam(clf, img, target=np.array([1]))
+    assert cam.shape == (1, 96, 96) and cam.max() == pytest.approx(1.0) and cam.min() >= 0
+    assert cam[0, :32, :32].mean() > 2 * cam[0, 48:, 48:].mean()
+    assert 0 <= prob[0] <= 1
+    name, layer = target_layer(clf.model)
+    assert name == "layer4" and not layer._forward_hooks
+    for p in clf.model.parameters():  # a frozen model still gets maps
+        p.requires_grad_(False)
+    cam2, _ = gradcam(clf, img, target=np.array([1]))
+    assert np.allclose(cam, cam2)
+    with pytest.raises(ValueError, match="out of range"):
+        gradcam(clf, img, stage=-9)
+    pred = pd.DataFrame(
+        {
+            "label": [1, 1, 1, 0, 0],
+            "pred": [1, 1, 0, 0, 0],
+            "confidence": [0.6, 0.9, 0.7, 0.8, 0.55],
+        }
+    )
+    groups = dict(select_cells(pred, 1))
+    assert groups == {
+        "ALL, called ALL": [1],
+        "ALL, called Hem": [2],
+        "Hem, called Hem": [3],
+        "Hem, called ALL": [],
+    }
+
+
+def test_evaluate_cli_writes_tta_and_gradcam(trained, tmp_path):
+    out = tmp_path / "e"
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts/evaluate.py"),
+        "--checkpoint", str(trained["best"]),
+        "--test-manifest", str(trained["test_manifest"]),
+        "--test-pixels", str(trained["test_pixels"]),
+        "--val-manifest", str(trained["val_manifest"]),
+        "--val-pixels", str(trained["val_pixels"]),
+        "--bootstrap", "10",
+        "--experiment-json", json.dumps({"name": "x", "split": "image"}),
+        "--predictions-out", str(out / "predictions.parquet"),
+        "--val-predictions-out", str(out / "val_predictions.parquet"),
+        "--metrics-out", str(out / "metrics.json"),
+        "--tta-metrics-out", str(out / "tta_metrics.json"),
+        "--tta-predictions-out", str(out / "tta_predictions.parquet"),
+        "--tta-val-predictions-out", str(out / "tta_val_predictions.parquet"),
+        "--gradcam-out", str(out / "gradcam.png"),
+        "--gradcam-per-group", "1",
+        "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    tta = json.loads((out / "tta_metrics.json").read_text())
+    assert tta["experiment"] == {"name": "x+tta", "split": "image", "variant": "tta"}
+    assert tta["files"]["predictions"] == "tta_predictions.parquet"
+    assert Image.open(out / "gradcam.png").size[0] > 200
+
+
+def test_predict_cli_gradcam_for_one_image(trained, tmp_path):
+    img = tmp_path / "cell.png"
+    Image.fromarray(np.full((40, 40, 3), 180, np.uint8)).save(img)
+    base = [sys.executable, "scripts/predict.py", "--checkpoint", str(trained["best"])]
+    out = ["--device", "cpu", "--out", str(tmp_path / "p.csv")]
+    cam = ["--gradcam-out", str(tmp_path / "cam.png")]
+    run = lambda args: subprocess.run(  # noqa: E731
+        base + args, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    proc = run(["--images", str(img), *cam, *out])
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "cam.png").size[0] > 300
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 1
+    (tmp_path / "more").mkdir()
+    for n in "ab":
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "more" / f"{n}.png")
+    proc = run(["--images", str(tmp_path / "more"), *cam, *out])
+    assert proc.returncode == 1 and "single image" in proc.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_workspace import TINY_CONFIG, make_workspace, planned_jobs, snakemake, write_config
+from pipeline_workspace import FULL_CONFIG, make_workspace, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 RUN = "results/tiny"
@@ -18,7 +18,7 @@ RUN = "results/tiny"
 
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> Path:
-    ws = make_workspace(tmp_path_factory.mktemp("pipeline") / "ws")
+    ws = make_workspace(tmp_path_factory.mktemp("pipeline") / "ws", FULL_CONFIG)
     proc = snakemake(ws, "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     return ws
@@ -31,6 +31,11 @@ def test_all_outputs_exist_and_say_what_they_are(done):
         "data/summary.json",
         "splits/image/audit.json",
         "splits/official/audit.json",
+        "splits/cv2-f0/audit.json",
+        "splits/cv2-f1/audit.json",
+        "eval/official.ensemble-seeds/metrics.json",
+        "eval/cv2-f1.resnet18.frozen.s0/tta_metrics.json",
+        "eval/image.resnet18.full.s0/gradcam.png",
         "tables/comparison.md",
         "tables/comparison.csv",
         "tables/comparison.tex",
@@ -45,6 +50,28 @@ def test_all_outputs_exist_and_say_what_they_are(done):
     assert audit_image["n_shared_subjects"]["train|test"] > 0
     balanced = pd.read_parquet(run / "augment/image/train_balanced.parquet")
     assert balanced["label"].value_counts().to_dict() == {0: 80, 1: 80}
+    folds = [json.loads((run / f"splits/cv2-f{i}/audit.json").read_text()) for i in (0, 1)]
+    assert all(a["subject_disjoint"] for a in folds)
+    tested = [set(a["splits"]["test"]["subjects"]) for a in folds]
+    assert not tested[0] & tested[1]  # each subject is tested in exactly one fold
+    index = pd.read_parquet(run / "data/index.parquet")
+    assert tested[0] | tested[1] == set(index["subject"])
+    ens = json.loads((run / "eval/official.ensemble-seeds/metrics.json").read_text())
+    assert ens["experiment"]["members"] == [
+        "official.resnet18.frozen.s0",
+        "official.resnet18.frozen.s1",
+    ]
+    members = [
+        pd.read_parquet(run / f"eval/official.resnet18.frozen.s{s}/predictions.parquet")
+        for s in (0, 1)
+    ]
+    voted = pd.read_parquet(run / "eval/official.ensemble-seeds/predictions.parquet")
+    mean = (
+        members[0].set_index("image_id")["prob_all"] + members[1].set_index("image_id")["prob_all"]
+    ) / 2
+    assert (
+        voted.set_index("image_id")["prob_all"] - mean.loc[voted["image_id"]]
+    ).abs().max() < 1e-12
     for exp in ("image.resnet18.full.s0", "official.resnet18.frozen.s0"):
         m = json.loads((run / f"eval/{exp}/metrics.json").read_text())
         assert m["experiment"]["name"] == exp
@@ -55,6 +82,14 @@ def test_all_outputs_exist_and_say_what_they_are(done):
     table = (run / "tables/comparison.md").read_text()
     assert "resnet18 (full)" in table and "resnet18 (frozen)" in table
     assert "Study A, Table 2" in table  # published rows come from the data file
+    assert "cv2 pooled out-of-fold" in table and "cv2 folds (mean ± std)" in table
+    assert "resnet18 (full) + TTA x8" in table and "ensemble seeds (soft vote of 2)" in table
+    assert "Table 4. Subject-level diagnosis" in table
+    rows = pd.read_parquet(run / "tables/rows.parquet")
+    pooled = rows[rows["pooled"] & (rows["variant"] == "single")].iloc[0]
+    assert pooled["n_test"] == len(index) and pooled["subj_n"] == index["subject"].nunique()
+    html = (run / "report.html").read_text()
+    assert "Grad-CAM" in html and "Subject-level diagnosis" in html
 
 
 def test_nothing_changed_nothing_runs(done):
@@ -62,28 +97,51 @@ def test_nothing_changed_nothing_runs(done):
 
 
 def _with(ws: Path, mutate) -> dict[str, int]:
-    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg = copy.deepcopy(FULL_CONFIG)
     mutate(cfg)
     write_config(ws, cfg)
     try:
         return planned_jobs(ws)
     finally:
-        write_config(ws, TINY_CONFIG)
+        write_config(ws, FULL_CONFIG)
 
 
 def test_learning_rate_reruns_training_and_below_only(done):
     jobs = _with(done, lambda c: c["train"].update(lr=5e-4))
-    assert jobs == {"train": 2, "evaluate": 2, "compare": 1, "report": 1, "all": 1}
+    assert jobs == {"train": 5, "evaluate": 5, "ensemble": 1, "compare": 1, "report": 1, "all": 1}
 
 
 def test_augmentation_parameter_reruns_augment_and_below_not_merge_or_split(done):
     jobs = _with(done, lambda c: c["augment"].update(transforms={"rotation_deg": 10}))
-    assert jobs == {"augment": 2, "train": 2, "evaluate": 2, "compare": 1, "report": 1, "all": 1}
+    assert jobs == {
+        "augment": 4,
+        "train": 5,
+        "evaluate": 5,
+        "ensemble": 1,
+        "compare": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_evaluation_setting_reruns_evaluation_only(done):
     jobs = _with(done, lambda c: c["evaluate"].update(bootstrap=60))
-    assert jobs == {"evaluate": 2, "compare": 1, "report": 1, "all": 1}
+    assert jobs == {"evaluate": 5, "ensemble": 1, "compare": 1, "report": 1, "all": 1}
+
+
+def test_more_folds_add_new_fold_jobs_only(done):
+    jobs = _with(done, lambda c: c["split"].update(folds=3))
+    # cv3-f0..2 are new splits; nothing of the image/official experiments reruns
+    assert jobs == {
+        "split": 3,
+        "augment": 3,
+        "resize": 6,
+        "train": 3,
+        "evaluate": 3,
+        "compare": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_adding_a_backbone_trains_only_the_new_one(done):
@@ -113,7 +171,7 @@ def test_editing_a_package_module_reruns_the_steps_that_import_it(done):
         module.write_text(before)
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert "merge" not in jobs and "download" not in jobs
-    assert jobs["split"] == 2 and jobs["train"] == 2 and jobs["report"] == 1
+    assert jobs["split"] == 4 and jobs["train"] == 5 and jobs["report"] == 1
 
 
 def test_tables_regenerate_from_stored_results_without_training(done):

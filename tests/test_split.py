@@ -119,3 +119,42 @@ def test_too_few_subjects_is_a_clear_error():
     index = index[index.subject.isin(["1", "2", "H30"])]
     with pytest.raises(ValueError, match="at least 2 per class"):
         make_splits(index, "patient", 0.2, 0.1, seed=0)
+
+
+def test_cv_folds_test_every_image_once_subject_disjoint_and_stratified():
+    index = fake_index()
+    k = 3
+    seen = []
+    for fold in range(k):
+        s = make_splits(index, f"cv{k}-f{fold}", 0.1, 0.15, seed=5)
+        rep = audit(s, f"cv{k}-f{fold}")
+        assert rep["subject_disjoint"], rep["shared_subjects"]
+        assert sum(len(p) for p in s.values()) == len(index)
+        # every fold tests both classes, each with close to 1/k of that class's images
+        biggest = index.groupby("subject").size().max()
+        for label in (0, 1):
+            n_class = int((index.label == label).sum())
+            n_fold = int((s["test"].label == label).sum())
+            assert n_fold > 0 and abs(n_fold - n_class / k) <= biggest
+        assert s["val"]["subject"].nunique() >= 2  # validation carved by whole subjects
+        seen.append(s["test"]["image_id"])
+    tested = pd.concat(seen)
+    assert tested.is_unique and set(tested) == set(index["image_id"])
+    again = make_splits(index, "cv3-f1", 0.1, 0.15, seed=5)
+    assert (
+        again["test"]["image_id"].tolist()
+        == make_splits(index, "cv3-f1", 0.1, 0.15, seed=5)["test"]["image_id"].tolist()
+    )
+    other_seed = make_splits(index, "cv3-f1", 0.1, 0.15, seed=6)["test"]
+    assert set(other_seed["subject"]) != set(again["test"]["subject"])
+
+
+def test_cv_needs_k_subjects_per_class_and_valid_ids():
+    index = fake_index()
+    n_hem = index[index.label == 0]["subject"].nunique()
+    make_splits(index, f"cv{n_hem}-f0", 0.1, 0.1, seed=0)  # one Hem subject per fold is fine
+    with pytest.raises(ValueError, match=f"class 0 has {n_hem} subject"):
+        make_splits(index, f"cv{n_hem + 1}-f0", 0.1, 0.1, seed=0)
+    for bad in ("cv3-f3", "cv1-f0", "cv3", "fold0"):
+        with pytest.raises(ValueError):
+            make_splits(index, bad, 0.1, 0.1, seed=0)

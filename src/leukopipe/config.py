@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
+from leukopipe.cv import split_ids
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.json"
 DEFAULT_SPLIT = "image"
 
@@ -115,9 +117,36 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
             'config error: data.url = null is not allowed when data.source is "url";'
             " expected the archive's URL"
         )
+    _check_ensembles(config)
     if check_backbones:
         _check_backbones(config)
     return config
+
+
+def _check_ensembles(config: dict[str, Any]) -> None:
+    groups = {g["name"] for g in config["experiments"]}
+    known = expand_experiments(config)
+    for ei, ens in enumerate(config.get("ensembles", [])):
+        for gi, g in enumerate(ens.get("groups", [])):
+            if g not in groups:
+                raise ConfigError(
+                    f"config error: ensembles[{ei}].groups[{gi}] = {json.dumps(g)} is not allowed;"
+                    f" expected the name of an experiment group ({', '.join(sorted(groups))})"
+                )
+        for xi, x in enumerate(ens.get("experiments", [])):
+            if x not in known:
+                close = difflib.get_close_matches(x, sorted(known), n=3, cutoff=0.6)
+                hint = f" (similar: {', '.join(close)})" if close else ""
+                raise ConfigError(
+                    f"config error: ensembles[{ei}].experiments[{xi}] = {json.dumps(x)} is not"
+                    f" allowed; expected an experiment name{hint}"
+                )
+        for split, members in ensemble_members(config, ens).items():
+            if len(members) < 2:
+                raise ConfigError(
+                    f"config error: ensembles[{ei}] ({ens['name']}) has {len(members)} member(s)"
+                    f" on split {split}; expected at least 2 experiments sharing a test set"
+                )
 
 
 def _check_backbones(config: dict[str, Any]) -> None:
@@ -146,6 +175,7 @@ class Experiment:
     strategy: str
     partial_stages: int
     seed: int
+    fold: int | None = None  # cross-validation fold (split ``cv<k>-f<fold>``), else None
 
 
 def experiment_name(
@@ -160,16 +190,71 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
     """The experiment grid, keyed by name; groups that list the same job share it."""
     out: dict[str, Experiment] = {}
     for group in config["experiments"]:
-        split = group.get("split", DEFAULT_SPLIT)
+        mode = group.get("split", DEFAULT_SPLIT)
+        # a cross-validated group is k ordinary experiments, one per fold's split
+        splits = split_ids(int(config["split"].get("folds", 5))) if mode == "cv" else [mode]
         stages = int(group.get("partial_stages", 2))
-        for backbone in group["backbones"]:
-            for strategy in group["strategies"]:
-                for seed in group["seeds"]:
-                    name = experiment_name(split, backbone, strategy, stages, seed)
-                    out.setdefault(
-                        name,
-                        Experiment(name, group["name"], split, backbone, strategy, stages, seed),
-                    )
+        for split in splits:
+            fold = int(split.rsplit("-f", 1)[1]) if mode == "cv" else None
+            for backbone in group["backbones"]:
+                for strategy in group["strategies"]:
+                    for seed in group["seeds"]:
+                        name = experiment_name(split, backbone, strategy, stages, seed)
+                        out.setdefault(
+                            name,
+                            Experiment(
+                                name, group["name"], split, backbone, strategy, stages, seed, fold
+                            ),
+                        )
+    return out
+
+
+def ensemble_members(config: dict[str, Any], ensemble: dict[str, Any]) -> dict[str, list[str]]:
+    """Members of one configured ensemble per split (members must share a test set).
+
+    ``groups`` takes every experiment of the named groups, ``experiments`` names them; a
+    cross-validated group gives one ensemble per fold, pooled later like single models.
+    """
+    groups = set(ensemble.get("groups", []))
+    named = set(ensemble.get("experiments", []))
+    out: dict[str, list[str]] = {}
+    for name, exp in sorted(expand_experiments(config).items()):
+        if name in named or any(
+            g["name"] in groups and _in_group(exp, g, config) for g in config["experiments"]
+        ):
+            out.setdefault(exp.split, []).append(name)
+    return out
+
+
+def _in_group(exp: Experiment, group: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether ``group`` lists ``exp`` (an experiment may be listed by several groups)."""
+    mode = group.get("split", DEFAULT_SPLIT)
+    split_ok = exp.split == mode or (mode == "cv" and exp.fold is not None)
+    stages_ok = exp.strategy != "partial" or exp.partial_stages == group.get("partial_stages", 2)
+    return (
+        split_ok
+        and stages_ok
+        and exp.backbone in group["backbones"]
+        and exp.strategy in group["strategies"]
+        and exp.seed in group["seeds"]
+    )
+
+
+def ensemble_name(split: str, name: str) -> str:
+    """Identifier of an ensemble on one split, e.g. ``image.ensemble-study_a``."""
+    return f"{split}.ensemble-{name}"
+
+
+def expand_ensembles(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every ensemble job, keyed by its identifier: name, split and member experiments."""
+    out = {}
+    for ens in config.get("ensembles", []):
+        for split, members in ensemble_members(config, ens).items():
+            out[ensemble_name(split, ens["name"])] = {
+                "name": ens["name"],
+                "split": split,
+                "members": members,
+            }
     return out
 
 

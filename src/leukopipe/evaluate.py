@@ -14,15 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leukopipe import metrics, referral
 from leukopipe.inference import Classifier, predict_store
+from leukopipe.record import CONVENTION, build_record
 from leukopipe.store import open_store
+from leukopipe.tta import predict_store_tta
 
-CONVENTION = (
-    "label 1 = ALL (positive class), 0 = Hem; precision/recall/f1 are ALL-class values (the"
-    " studies' convention); macro_f1 averages both classes; weighted_f1 weights them by support"
-    " (the C-NMC challenge's ranking metric); fractions in [0, 1]"
-)
+__all__ = ["CONVENTION", "evaluate", "file_sha256", "score", "train_val_gap"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -35,9 +32,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 def score(
-    clf: Classifier, manifest: pd.DataFrame, pixels_path: str | Path, batch_size: int
-) -> np.ndarray:
-    """Probability of ALL for every manifest row, from its pixel store."""
+    clf: Classifier,
+    manifest: pd.DataFrame,
+    pixels_path: str | Path,
+    batch_size: int,
+    tta: bool = False,
+) -> Any:
+    """Probability of ALL for every manifest row, from its pixel store; with ``tta`` the pair
+    (8-view dihedral mean, plain) from one pass over the views."""
     pixels = open_store(pixels_path)
     if len(pixels) != len(manifest):
         raise ValueError(
@@ -45,8 +47,10 @@ def score(
             " (rerun the resize step)"
         )
     rows = manifest["store_row"].to_numpy() if "store_row" in manifest else np.arange(len(manifest))
-    prob = predict_store(clf, pixels, batch_size)
-    return prob[rows]
+    if tta:
+        mean, plain = predict_store_tta(clf, pixels, batch_size)
+        return mean[rows], plain[rows]
+    return predict_store(clf, pixels, batch_size)[rows]
 
 
 def train_val_gap(history: pd.DataFrame, best_epoch: int | None) -> dict[str, Any]:
@@ -83,46 +87,61 @@ def evaluate(
     referral_target: float = 0.95,
     referral_criterion: str = "accuracy",
     batch_size: int = 256,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Predictions and the metrics record for one experiment (test scored, val for referral)."""
-    p_test = score(clf, test, test_pixels, batch_size)
-    p_val = score(clf, val, val_pixels, batch_size)
-    y_test = test["label"].to_numpy(dtype=np.int64)
-    y_val = val["label"].to_numpy(dtype=np.int64)
-    groups = test["subject"].to_numpy() if "subject" in test else None
-
-    chosen = referral.choose_threshold(y_val, p_val, referral_target, referral_criterion)
-    confidence = np.maximum(p_test, 1.0 - p_test)
-    predictions = pd.DataFrame(
-        {
-            "image_id": test["image_id"].to_numpy(),
-            "subject": test["subject"].to_numpy(),
-            "label": y_test,
-            "prob_all": p_test,
-            "pred": (p_test >= threshold).astype(np.int64),
-            "confidence": confidence,
-            "referred": confidence < chosen["threshold"],
-        }
-    )
-    subjects = metrics.per_subject_table(test["subject"].to_numpy(), y_test, p_test, threshold)
-    record: dict[str, Any] = {
-        "convention": CONVENTION,
-        "n_test": len(test),
-        "n_test_subjects": int(test["subject"].nunique()),
-        "metrics": metrics.binary_metrics(y_test, p_test, threshold),
-        "ci": metrics.bootstrap_ci(
-            y_test, p_test, groups, n_boot=n_boot, seed=seed, threshold=threshold
-        ),
-        "val_metrics": metrics.binary_metrics(y_val, p_val, threshold),
-        "per_subject": {
-            "mean_accuracy": float(subjects["accuracy"].mean()),
-            "min_accuracy": float(subjects["accuracy"].min()),
-            "table": subjects.to_dict(orient="records"),
-        },
-        "referral": {
-            "chosen_on": "validation",
-            **chosen,
-            "test": referral.apply_threshold(y_test, p_test, chosen["threshold"]),
-        },
+    tta: bool = False,
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]]:
+    """Per variant ("plain", and "tta" when asked): test predictions, validation predictions
+    and the metrics record. Validation chooses the referral and subject-level thresholds."""
+    opts = {
+        "threshold": threshold,
+        "n_boot": n_boot,
+        "seed": seed,
+        "referral_target": referral_target,
+        "referral_criterion": referral_criterion,
     }
-    return predictions, record
+    if not tta:
+        p_test = score(clf, test, test_pixels, batch_size)
+        p_val = score(clf, val, val_pixels, batch_size)
+        return {"plain": build_record(test, p_test, val, p_val, **opts)}
+    t_mean, t_plain = score(clf, test, test_pixels, batch_size, tta=True)
+    v_mean, v_plain = score(clf, val, val_pixels, batch_size, tta=True)
+    return {
+        "plain": build_record(test, t_plain, val, v_plain, **opts),
+        "tta": build_record(test, t_mean, val, v_mean, **opts),
+    }
+
+
+def gradcam_grid(
+    clf: Classifier,
+    predictions: pd.DataFrame,
+    test: pd.DataFrame,
+    test_pixels: str | Path,
+    out: str | Path,
+    *,
+    per_group: int = 2,
+    stage: int = -1,
+    alpha: float = 0.45,
+    title: str = "Grad-CAM",
+) -> list[tuple[str, list[int]]]:
+    """Grad-CAM overlays of sample test cells (both classes, called right and wrong) as one
+    PNG grid; returns the chosen manifest rows per group."""
+    from leukopipe import figures, gradcam  # deferred: only the grid needs them
+
+    pixels = open_store(test_pixels)
+    rows = test["store_row"].to_numpy() if "store_row" in test else np.arange(len(test))
+    chosen = gradcam.select_cells(predictions, per_group)
+    panels = []
+    for group, positions in chosen:
+        cells = []
+        if positions:
+            images = np.asarray(pixels[np.sort(rows[positions])])
+            # keep the selection's order (np.sort only for the memory map's sake)
+            order = np.argsort(np.argsort(rows[positions]))
+            images = images[order]
+            cams, probs = gradcam.gradcam(clf, images, stage=stage)
+            ids = predictions["image_id"].to_numpy()[positions]
+            cells = [
+                (images[i], cams[i], float(probs[i]), str(ids[i])) for i in range(len(positions))
+            ]
+        panels.append((group, cells))
+    figures.gradcam_grid_figure(panels, out, title, alpha)
+    return chosen

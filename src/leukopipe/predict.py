@@ -19,8 +19,10 @@ IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def list_images(source: str | Path, column: str = "path") -> list[Path]:
-    """Image paths from a folder (sorted, recursive) or from a CSV column of paths."""
+    """Image paths from a folder (sorted, recursive), a CSV column of paths, or one image."""
     source = Path(source)
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        return [source]
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if source.suffix.lower() == ".csv":
@@ -28,7 +30,7 @@ def list_images(source: str | Path, column: str = "path") -> list[Path]:
         if column not in df:
             raise ValueError(f"{source}: no column {column!r} (columns: {', '.join(df.columns)})")
         return [Path(p) for p in df[column].astype(str)]
-    raise FileNotFoundError(f"{source}: neither a folder of images nor a .csv of paths")
+    raise FileNotFoundError(f"{source}: neither an image, a folder of images nor a .csv of paths")
 
 
 def referral_threshold(metrics_json: str | Path | None, explicit: float | None) -> float | None:
@@ -92,3 +94,16 @@ def predict_paths(
     flush()
     cols = ["path", "prob_all", "predicted", "confidence", "refer_to_expert", "error"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def gradcam_image(
+    clf: Classifier, path: Path, out: Path, *, stage: int = -1, alpha: float = 0.45
+) -> float:
+    """Grad-CAM of the called class for one image, saved beside the input as a PNG figure;
+    returns the probability of ALL."""
+    from leukopipe import figures, gradcam  # deferred: only this option needs them
+
+    image = load_rgb(path, clf.image_size)
+    cam, prob = gradcam.gradcam(clf, image[None], stage=stage)
+    figures.gradcam_single_figure(image, cam[0], float(prob[0]), path.name, out, alpha)
+    return float(prob[0])

@@ -42,8 +42,17 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, na_rep="–", float_format=lambda x: f"{x:.2f}", border=0)
 
 
-def build_html(rows: pd.DataFrame, figures: list[Path]) -> str:
-    """The report page: what was run, the three tables with captions, every figure inline."""
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (
+        f"<figure><img alt='{html.escape(Path(path).stem)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def build_html(rows: pd.DataFrame, figures: list[Path], gradcams: list[Path] = ()) -> str:
+    """The report page: what was run, the tables with captions, every figure inline, and the
+    Grad-CAM grids (one per experiment, named by its folder)."""
     summary = compare.summary_table(rows)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>leukopipe report</title>",
@@ -65,15 +74,26 @@ def build_html(rows: pd.DataFrame, figures: list[Path]) -> str:
         "<p class='caption'>Accuracies at the best validation epoch; gap = train minus"
         " validation accuracy in points.</p>",
         _table(compare.study_b_table(rows)),
+        "<h2>Table 4. Subject-level diagnosis</h2>",
+        "<p class='caption'>One call per subject from the probabilities of its cells (mean"
+        " probability of ALL, or fraction of cells called ALL) against a threshold chosen on the"
+        " validation subjects; sensitivity and specificity over test subjects with Wilson 95 %"
+        " intervals. Cross-validation: each fold's own threshold, subjects pooled.</p>",
+        _table(compare.subject_level_table(rows)) if "fold" in rows else "<p>(none)</p>",
         "<h2>Figures</h2>",
     ]
     for fig in figures:
-        data = base64.b64encode(Path(fig).read_bytes()).decode("ascii")
-        cap = FIGURE_CAPTIONS.get(Path(fig).stem, Path(fig).stem)
+        parts.append(_img(fig, FIGURE_CAPTIONS.get(Path(fig).stem, Path(fig).stem)))
+    if gradcams:
+        parts.append("<h2>Grad-CAM</h2>")
         parts.append(
-            f"<figure><img alt='{html.escape(Path(fig).stem)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+            "<p class='caption'>Grad-CAM maps of the called class on sample test cells, from the"
+            " deepest convolutional stage (red: regions that raised that class's logit). Rows:"
+            " true class and whether the call was right; the most confident cells of each"
+            " group.</p>"
         )
+        for g in gradcams:
+            parts.append(_img(g, Path(g).parent.name))
     parts.append("<h2>Provenance</h2>")
     prov = rows[["experiment", "code_version", "checkpoint_sha256", "metrics_file"]]
     parts.append(_table(prov))

@@ -6,6 +6,8 @@ Modes:
 - ``patient``: subject-disjoint, each class's subjects shared out so the image counts come
   as close to the fractions as whole subjects allow.
 - ``official``: training folds versus the labelled preliminary test (its subjects are unseen).
+- ``cv<k>-f<i>``: fold i of a subject-disjoint, class-stratified k-fold cross-validation over
+  every labelled image (``leukopipe.cv``); test is fold i.
 Validation is always carved from the training part, never from test; it is subject-disjoint
 from training in the patient-level modes.
 """
@@ -18,8 +20,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leukopipe.cv import assign_folds, parse_split_id
+
 SPLITS = ("train", "val", "test")
 MODES = ("image", "patient", "official")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` itself when it is a known mode or a cross-validation split id ``cv<k>-f<i>``."""
+    if mode in MODES or parse_split_id(mode):
+        return mode
+    raise ValueError(
+        f"unknown split mode {mode!r}; expected one of {', '.join(MODES)} or cv<k>-f<i>"
+    )
 
 
 def _stratified_images(
@@ -67,8 +80,7 @@ def make_splits(
     index: pd.DataFrame, mode: str, test_fraction: float, val_fraction: float, seed: int
 ) -> dict[str, pd.DataFrame]:
     """Split the merged index into train / val / test manifests (deterministic from seed)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown split mode {mode!r}; expected one of {', '.join(MODES)}")
+    check_mode(mode)
     rng = np.random.default_rng(seed)
     df = index.reset_index(drop=True)
     if mode == "image":
@@ -77,6 +89,11 @@ def make_splits(
     elif mode == "patient":
         pool, test = _subject_disjoint(df, test_fraction, rng)
         train, val = _subject_disjoint(df.loc[pool], val_fraction, rng)
+    elif cv := parse_split_id(mode):
+        k, fold = cv
+        in_test = df["subject"].map(assign_folds(df, k, seed)) == fold
+        test = df.index[in_test]
+        train, val = _subject_disjoint(df.loc[~in_test], val_fraction, rng)
     else:
         is_test = df["subset"] == "prelim"
         if not is_test.any():
@@ -116,7 +133,9 @@ def audit(splits: dict[str, pd.DataFrame], mode: str) -> dict[str, Any]:
     )
     report["identical_images_shared"] = shared_content
     report["subject_disjoint"] = all(v == 0 for v in report["n_shared_subjects"].values())
-    if mode in ("patient", "official") and not report["subject_disjoint"]:
+    if (mode in ("patient", "official") or parse_split_id(mode)) and not report[
+        "subject_disjoint"
+    ]:
         raise AssertionError(
             f"split mode {mode} produced shared subjects: {report['shared_subjects']}"
         )

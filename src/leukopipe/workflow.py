@@ -6,7 +6,7 @@ import json
 import shlex
 from typing import Any
 
-from leukopipe.config import expand_experiments, used_splits
+from leukopipe.config import expand_ensembles, expand_experiments, used_splits
 
 BASE_MODULES = ("__init__", "atomic", "cli")
 
@@ -37,6 +37,91 @@ def final_targets(config: dict[str, Any]) -> list[str]:
     return [f"{r}/tables/comparison.md", f"{r}/report.html"]
 
 
+def tta_enabled(config: dict[str, Any]) -> bool:
+    """Whether evaluation also scores 8-fold dihedral test-time augmentation."""
+    return bool(config["evaluate"].get("tta", False))
+
+
+def gradcam_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Grad-CAM grid settings with defaults; ``per_group`` 0 means no grids."""
+    return {"per_group": 2, "stage": -1, "alpha": 0.45, **config.get("gradcam", {})}
+
+
+# evaluate's optional outputs: output key -> the scripts/evaluate.py flag that writes it
+EVALUATE_FLAGS = {
+    "tta_metrics": "--tta-metrics-out",
+    "tta_predictions": "--tta-predictions-out",
+    "tta_val_predictions": "--tta-val-predictions-out",
+    "gradcam": "--gradcam-out",
+}
+
+
+def evaluate_outputs(config: dict[str, Any]) -> dict[str, str]:
+    """The optional outputs of the evaluate rule that the config switches on."""
+    r = results_dir(config)
+    out = {}
+    if tta_enabled(config):
+        out["tta_metrics"] = f"{r}/eval/{{exp}}/tta_metrics.json"
+        out["tta_predictions"] = f"{r}/eval/{{exp}}/tta_predictions.parquet"
+        out["tta_val_predictions"] = f"{r}/eval/{{exp}}/tta_val_predictions.parquet"
+    if gradcam_settings(config)["per_group"] > 0:
+        out["gradcam"] = f"{r}/eval/{{exp}}/gradcam.png"
+    return out
+
+
+def output_flags(output: Any) -> str:
+    """Shell flags for the optional evaluate outputs present in ``output``."""
+    return " ".join(
+        f"{flag} {shlex.quote(str(getattr(output, key)))}"
+        for key, flag in EVALUATE_FLAGS.items()
+        if hasattr(output, key)
+    )
+
+
+def gradcam_options(config: dict[str, Any]) -> str:
+    """Grad-CAM flags for evaluate (nothing when the grids are off)."""
+    g = gradcam_settings(config)
+    if g["per_group"] <= 0:
+        return ""
+    return (
+        f"--gradcam-per-group {int(g['per_group'])} --gradcam-stage {int(g['stage'])}"
+        f" --gradcam-alpha {float(g['alpha'])}"
+    )
+
+
+def comparison_metrics(config: dict[str, Any]) -> list[str]:
+    """Every metrics.json the comparison reads: experiments, their TTA variants, ensembles."""
+    r = results_dir(config)
+    names = sorted(expand_experiments(config))
+    out = [f"{r}/eval/{n}/metrics.json" for n in names]
+    if tta_enabled(config):
+        out += [f"{r}/eval/{n}/tta_metrics.json" for n in names]
+    out += [f"{r}/eval/{e}/metrics.json" for e in sorted(expand_ensembles(config))]
+    return out
+
+
+def gradcam_grids(config: dict[str, Any]) -> list[str]:
+    """The Grad-CAM grid of every experiment (empty when the grids are off)."""
+    if gradcam_settings(config)["per_group"] <= 0:
+        return []
+    r = results_dir(config)
+    return [f"{r}/eval/{n}/gradcam.png" for n in sorted(expand_experiments(config))]
+
+
+def ensemble_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """What an ensemble's metrics.json records about it: name, split, members."""
+    ens = expand_ensembles(config)[name]
+    return {
+        "name": name,
+        "ensemble": ens["name"],
+        "group": f"ensemble-{ens['name']}",
+        "split": ens["split"],
+        "members": ens["members"],
+        "run": config["run"],
+        "dataset": dataset_label(config),
+    }
+
+
 def experiment_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
     """What a checkpoint records about its experiment: identity and every setting it used."""
     exp = expand_experiments(config)[name]
@@ -51,9 +136,19 @@ def experiment_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
             "seed": exp.seed,
             "run": config["run"],
             "dataset": dataset_label(config),
+            # only cross-validated experiments carry a fold (others keep their params)
+            **({"fold": exp.fold} if exp.fold is not None else {}),
         },
         "config": without_workers(
-            {k: config[k] for k in ("data", "split", "augment", "weights", "train")}
+            {
+                **{k: config[k] for k in ("data", "augment", "weights", "train")},
+                # k is part of a fold's split id; other experiments do not depend on it
+                "split": {
+                    k: v
+                    for k, v in config["split"].items()
+                    if k != "folds" or exp.fold is not None
+                },
+            }
         ),
     }
 
@@ -83,10 +178,17 @@ def weights_input(config: dict[str, Any], backbone: str) -> list[str]:
 
 __all__ = [
     "as_json",
+    "comparison_metrics",
     "dataset_label",
+    "ensemble_meta",
+    "evaluate_outputs",
+    "expand_ensembles",
     "expand_experiments",
     "experiment_meta",
     "final_targets",
+    "gradcam_grids",
+    "gradcam_options",
+    "output_flags",
     "pkg",
     "results_dir",
     "used_splits",
