@@ -20,15 +20,6 @@ import pandas as pd
 from leukopipe import atomic, cli, compare, figures
 
 log = logging.getLogger("compare")
-SHOWN = [
-    "Accuracy",
-    "Precision (ALL)",
-    "Recall (ALL)",
-    "F1 (ALL)",
-    "AUC",
-    "Macro-F1",
-    "Weighted F1",
-]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed
     )
     summary = compare.summary_table(rows)
-    main_table = compare.display_table(summary, SHOWN)
+    main_table = compare.display_table(summary, compare.SHOWN)
     cap = compare.caption(rows)
     lit = compare.literature_table(rows)
     study_b = compare.study_b_table(rows)

@@ -38,6 +38,16 @@ MAIN_COLUMNS = {
     "specificity": "Specificity",
     "mcc": "MCC",
 }
+# the columns of the main table (Study A Table 2 plus the two labelled whole-class F1s)
+SHOWN = [
+    "Accuracy",
+    "Precision (ALL)",
+    "Recall (ALL)",
+    "F1 (ALL)",
+    "AUC",
+    "Macro-F1",
+    "Weighted F1",
+]
 SPLIT_TEXT = {
     "image": "image-level stratified split (Study A): one patient's cells in train and test",
     "patient": "subject-disjoint split: no test subject is seen in training",

@@ -10,15 +10,6 @@ import pandas as pd
 
 from leukopipe import compare
 
-SHOWN = [
-    "Accuracy",
-    "Precision (ALL)",
-    "Recall (ALL)",
-    "F1 (ALL)",
-    "AUC",
-    "Macro-F1",
-    "Weighted F1",
-]
 FIGURE_CAPTIONS = {
     "roc": "ROC curves of every experiment on its test set (ALL positive); AUC in the legend.",
     "confusion": "Confusion matrices at the configured threshold (counts and row shares).",
@@ -65,7 +56,7 @@ def build_html(rows: pd.DataFrame, figures: list[Path], gradcams: list[Path] = (
         ),
         "</p><h2>Table 1. Test-set comparison</h2>",
         f"<p class='caption'>{html.escape(compare.caption(rows))}</p>",
-        _table(compare.display_table(summary, SHOWN)),
+        _table(compare.display_table(summary, compare.SHOWN)),
         "<h2>Table 2. Our F1 beside the published values</h2>",
         "<p class='caption'>Published rows come from leukopipe/data/published.yaml; Study A's"
         " Table 3 mixes protocols (challenge entries: weighted F1, patient-disjoint tests).</p>",
