@@ -5,7 +5,7 @@
 rule augment:
     input:
         train=f"{R}/splits/{{split}}/train.parquet",
-        code=pkg("augment", "transforms", "store", "imageio"),
+        code=step_code("augment"),
     output:
         manifest=f"{R}/augment/{{split}}/train_balanced.parquet",
         pixels=f"{R}/augment/{{split}}/train_pixels.npy",
@@ -32,7 +32,7 @@ rule augment:
 rule resize:
     input:
         manifest=f"{R}/splits/{{split}}/{{part}}.parquet",
-        code=pkg("augment", "store", "imageio"),
+        code=step_code("resize"),
     output:
         manifest=f"{R}/augment/{{split}}/{{part}}.parquet",
         pixels=f"{R}/augment/{{split}}/{{part}}_pixels.npy",

@@ -12,7 +12,7 @@ from leukopipe.workflow import (
     experiment_meta,
     final_targets,
     option,
-    pkg,
+    step_code,
     results_dir,
     used_splits,
     weights_input,

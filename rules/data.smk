@@ -3,7 +3,7 @@
 
 rule download:
     input:
-        code=pkg("download", "layout", "synthetic", "provenance"),
+        code=step_code("download", "synthetic"),
     output:
         raw=f"{R}/data/raw.json",
     log:
@@ -27,7 +27,7 @@ rule download:
 rule merge:
     input:
         raw=rules.download.output.raw,
-        code=pkg("merge", "layout", "names", "provenance"),
+        code=step_code("merge"),
     output:
         index=f"{R}/data/index.parquet",
         summary=f"{R}/data/summary.json",
@@ -50,7 +50,7 @@ rule merge:
 rule split:
     input:
         index=rules.merge.output.index,
-        code=pkg("split", "cv", "provenance"),
+        code=step_code("split"),
     output:
         train=f"{R}/splits/{{split}}/train.parquet",
         val=f"{R}/splits/{{split}}/val.parquet",

@@ -10,20 +10,7 @@ rule evaluate:
         test_pixels=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/test_pixels.npy",
         val=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/val.parquet",
         val_pixels=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/val_pixels.npy",
-        code=pkg(
-            "evaluate",
-            "inference",
-            "metrics",
-            "referral",
-            "record",
-            "subject_level",
-            "tta",
-            "gradcam",
-            "figures",
-            "models",
-            "store",
-            "provenance",
-        ),
+        code=step_code("evaluate"),
     output:
         **evaluate_outputs(config),
         predictions=f"{R}/eval/{{exp}}/predictions.parquet",
@@ -63,9 +50,7 @@ rule ensemble:
             f"{R}/eval/{m}/val_predictions.parquet"
             for m in ENSEMBLES[wc.ens]["members"]
         ],
-        code=pkg(
-            "ensemble", "record", "metrics", "referral", "subject_level", "provenance"
-        ),
+        code=step_code("ensemble"),
     output:
         predictions=f"{R}/eval/{{ens}}/predictions.parquet",
         val_predictions=f"{R}/eval/{{ens}}/val_predictions.parquet",
@@ -96,16 +81,7 @@ rule compare:
             f"{R}/eval/{{exp}}/predictions.parquet", exp=sorted(EXPERIMENTS)
         ),
         histories=expand(f"{R}/eval/{{exp}}/history.parquet", exp=sorted(EXPERIMENTS)),
-        code=pkg(
-            "compare",
-            "figures",
-            "metrics",
-            "referral",
-            "published",
-            "record",
-            "cv",
-            "subject_level",
-        ),
+        code=step_code("compare"),
     output:
         md=report(
             f"{R}/tables/comparison.md",
@@ -163,7 +139,7 @@ rule report:
             rules.compare.output.risk,
         ],
         gradcam=gradcam_grids(config),
-        code=pkg("report", "compare", "cv", "subject_level"),
+        code=step_code("report"),
     output:
         html=f"{R}/report.html",
     log:

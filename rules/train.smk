@@ -3,7 +3,7 @@
 
 rule fetch_weights:
     input:
-        code=pkg("weights", "models"),
+        code=step_code("fetch_weights"),
     output:
         weights=f"{config['weights']['dir']}/{{backbone}}.safetensors",
     log:
@@ -21,7 +21,7 @@ rule train:
         val=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/val.parquet",
         val_pixels=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/val_pixels.npy",
         weights=lambda wc: weights_input(config, EXPERIMENTS[wc.exp].backbone),
-        code=pkg("train", "models", "loader", "weights", "provenance"),
+        code=step_code("train"),
     output:
         best=f"{R}/runs/{{exp}}/best.pt",
         last=f"{R}/runs/{{exp}}/last.pt",

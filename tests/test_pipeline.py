@@ -160,18 +160,34 @@ def test_worker_counts_rerun_nothing(done):
     assert _with(done, more_workers) == {}
 
 
-def test_editing_a_package_module_reruns_the_steps_that_import_it(done):
-    module = done / "src/leukopipe/split.py"
-    before = module.read_text()
-    stat = module.stat()
-    module.write_text(before + "\n# an edit\n")
+def _planned_after_edit(ws: Path, rel: str) -> dict[str, int]:
+    """Jobs a dry run plans after appending a comment to ``rel``; the file is then restored."""
+    path = ws / rel
+    before = path.read_text()
+    stat = path.stat()
+    path.write_text(before + "\n# an edit\n")
     try:
-        jobs = planned_jobs(done)
+        return planned_jobs(ws)
     finally:
-        module.write_text(before)
-        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        path.write_text(before)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_editing_a_package_module_reruns_the_steps_that_import_it(done):
+    jobs = _planned_after_edit(done, "src/leukopipe/split.py")
     assert "merge" not in jobs and "download" not in jobs
     assert jobs["split"] == 4 and jobs["train"] == 5 and jobs["report"] == 1
+
+
+def test_editing_a_module_imported_indirectly_reruns_the_step(done):
+    """merge.py imports names.py; the merge rule never names it, the import scan finds it."""
+    jobs = _planned_after_edit(done, "src/leukopipe/names.py")
+    assert jobs["merge"] == 1 and "download" not in jobs
+
+
+def test_editing_a_step_script_reruns_that_step(done):
+    jobs = _planned_after_edit(done, "scripts/compare.py")
+    assert jobs == {"compare": 1, "report": 1, "all": 1}
 
 
 def test_tables_regenerate_from_stored_results_without_training(done):

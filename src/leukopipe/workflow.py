@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shlex
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from leukopipe.config import expand_ensembles, expand_experiments, used_splits
@@ -16,9 +19,55 @@ def results_dir(config: dict[str, Any]) -> str:
     return f"results/{config['run']}"
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+SCRIPTS_DIR = PACKAGE_DIR.parents[1] / "scripts"
+
+
+@cache
+def _imports(module: str, path: Path | None = None) -> frozenset[str]:
+    """leukopipe modules that ``module`` imports directly (read from its source, not run)."""
+    source = path if path is not None else PACKAGE_DIR / f"{module}.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] != "leukopipe":
+                continue
+            if len(parts) > 1:
+                found.add(parts[1])
+            else:  # from leukopipe import a, b
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(
+                a.name.split(".")[1] for a in node.names if a.name.startswith("leukopipe.")
+            )
+    return frozenset(m for m in found if (PACKAGE_DIR / f"{m}.py").is_file())
+
+
 def pkg(*modules: str) -> list[str]:
-    """Package modules a step imports, declared as inputs so that editing one reruns the step."""
-    return [f"src/leukopipe/{m}.py" for m in (*BASE_MODULES, *modules)]
+    """Every package module a step's code reaches (the named ones and, transitively, what they
+    import), declared as inputs so that editing any of them reruns the step."""
+    seen: set[str] = set()
+    todo = [*BASE_MODULES, *modules]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(_imports(m))
+    return [f"src/leukopipe/{m}.py" for m in sorted(seen)]
+
+
+def step_code(script: str, *lazy_modules: str) -> list[str]:
+    """The code a step runs: ``scripts/<script>.py`` and every package module it reaches.
+
+    Declared as inputs, so editing the script or any module it imports reruns the step.
+    ``lazy_modules`` names modules imported at run time (importlib) that a source scan misses.
+    """
+    path = SCRIPTS_DIR / f"{script}.py"
+    return [f"scripts/{script}.py", *pkg(*_imports(script, path), *lazy_modules)]
 
 
 def as_json(obj: Any) -> str:
@@ -144,9 +193,7 @@ def experiment_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
                 **{k: config[k] for k in ("data", "augment", "weights", "train")},
                 # k is part of a fold's split id; other experiments do not depend on it
                 "split": {
-                    k: v
-                    for k, v in config["split"].items()
-                    if k != "folds" or exp.fold is not None
+                    k: v for k, v in config["split"].items() if k != "folds" or exp.fold is not None
                 },
             }
         ),
@@ -191,6 +238,7 @@ __all__ = [
     "output_flags",
     "pkg",
     "results_dir",
+    "step_code",
     "used_splits",
     "weights_input",
 ]
