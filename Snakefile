@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from leukopipe.config import ConfigError, validate
+from leukopipe.workflow.config import ConfigError, validate
 
 
 configfile: "config.yaml"

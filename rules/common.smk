@@ -1,5 +1,5 @@
-# Names shared by the rule files; the helpers themselves live in src/leukopipe/workflow.py.
-from leukopipe.workflow import (
+# Names shared by the rule files; the helpers themselves live in src/leukopipe/workflow/rules.py.
+from leukopipe.workflow.rules import (
     as_json,
     comparison_metrics,
     ensemble_meta,

@@ -3,7 +3,7 @@
 
 rule download:
     input:
-        code=step_code("download", "synthetic"),
+        code=step_code("download", "data.synthetic"),
     output:
         raw=f"{R}/data/raw.json",
     log:

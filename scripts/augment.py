@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe import atomic, cli
-from leukopipe.augment import materialise, plan_balanced
-from leukopipe.transforms import AugmentConfig
+from leukopipe.augment.plan import materialise, plan_balanced
+from leukopipe.augment.transforms import AugmentConfig
+from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("augment")
 

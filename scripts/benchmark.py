@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import atomic, cli
-from leukopipe import benchmark as bm
+from leukopipe.tools import benchmark as bm
+from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("benchmark")
 STAGES = ("data", "percore", "loader", "train", "eval")
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     raw = args.raw_dir
     if ("data" in stages or "percore" in stages) and raw is None:
-        from leukopipe.synthetic import generate
+        from leukopipe.data.synthetic import generate
 
         raw = work / f"raw-{args.fraction:g}"
         log.info("generating a synthetic C-NMC at %g x size in %s", args.fraction, raw)

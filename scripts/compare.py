@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe import atomic, cli, compare, figures
+from leukopipe.report import compare, figures
+from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("compare")
 
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compare.markdown(
                 lit,
                 "Table 2. Our F1 beside the published values",
-                "Published rows from leukopipe/data/published.yaml. Study A's Table 3 "
+                "Published rows from leukopipe/report/published.yaml. Study A's Table 3 "
                 "mixes split protocols; challenge entries used weighted F1 on "
                 "patient-disjoint test sets.",
             ),

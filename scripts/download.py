@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import atomic, cli
-from leukopipe.download import ensure_raw
-from leukopipe.layout import locate
-from leukopipe.provenance import provenance
+from leukopipe.data.download import ensure_raw
+from leukopipe.data.raw_layout import locate
+from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.provenance import provenance
 
 log = logging.getLogger("download")
 

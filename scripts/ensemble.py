@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import atomic, cli
-from leukopipe.ensemble import load_member_predictions, soft_vote
-from leukopipe.provenance import provenance
-from leukopipe.record import build_record
+from leukopipe.evaluate.ensemble import load_member_predictions, soft_vote
+from leukopipe.evaluate.eval_record import build_record
+from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.provenance import provenance
 
 log = logging.getLogger("ensemble")
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe import atomic, cli
-from leukopipe.evaluate import evaluate, file_sha256, gradcam_grid, train_val_gap
-from leukopipe.inference import load_classifier
-from leukopipe.provenance import provenance
+from leukopipe.evaluate.inference import load_classifier
+from leukopipe.evaluate.scoring import evaluate, file_sha256, gradcam_grid, train_val_gap
+from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.provenance import provenance
 
 log = logging.getLogger("evaluate")
 

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import cli
-from leukopipe.weights import WeightsError, fetch, weights_path
+from leukopipe.train.weights import WeightsError, fetch, weights_path
+from leukopipe.workflow import cli
 
 log = logging.getLogger("fetch_weights")
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from leukopipe.synthetic import SyntheticSpec, generate
+from leukopipe.data.synthetic import SyntheticSpec, generate
 
 _HELP = {
     "seed": "random seed; the same settings always give byte-identical files",

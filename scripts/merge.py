@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import atomic, cli
-from leukopipe.layout import locate
-from leukopipe.merge import build_index
-from leukopipe.provenance import provenance
+from leukopipe.data.merge import build_index
+from leukopipe.data.raw_layout import locate
+from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.provenance import provenance
 
 log = logging.getLogger("merge")
 

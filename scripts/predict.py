@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import atomic, cli
-from leukopipe.inference import load_classifier
-from leukopipe.predict import gradcam_image, list_images, predict_paths, referral_threshold
+from leukopipe.evaluate.inference import load_classifier
+from leukopipe.evaluate.predict import gradcam_image, list_images, predict_paths, referral_threshold
+from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("predict")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe import atomic, cli
-from leukopipe.report import build_html
+from leukopipe.report.html import build_html
+from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("report")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe import atomic, cli
-from leukopipe.augment import materialise_plain
+from leukopipe.augment.plan import materialise_plain
+from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("resize")
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe import atomic, cli
-from leukopipe.cv import assign_folds, parse_split_id
-from leukopipe.provenance import provenance
-from leukopipe.split import SPLITS, audit, check_mode, make_splits
+from leukopipe.data.folds import assign_folds
+from leukopipe.data.split import SPLITS, audit, check_mode, make_splits
+from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.provenance import provenance
+from leukopipe.workflow.split_modes import parse_split_id
 
 log = logging.getLogger("split")
 

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import cli
-from leukopipe.models import STRATEGIES
-from leukopipe.sweep import CLUSTERS, SweepData, grid, make_executor, run_sweep
-from leukopipe.train import TrainConfig
+from leukopipe.tools.sweep import CLUSTERS, SweepData, grid, make_executor, run_sweep
+from leukopipe.train.loop import TrainConfig
+from leukopipe.train.models import STRATEGIES
+from leukopipe.workflow import cli
 
 log = logging.getLogger("sweep")
 

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe import cli
-from leukopipe.models import STRATEGIES
-from leukopipe.train import AMP_MODES, TrainConfig, TrainingInterrupted, config_fields, train
-from leukopipe.weights import WeightsError
+from leukopipe.train.loop import AMP_MODES, TrainConfig, TrainingInterrupted, config_fields, train
+from leukopipe.train.models import STRATEGIES
+from leukopipe.train.weights import WeightsError
+from leukopipe.workflow import cli
 
 log = logging.getLogger("train")
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     text = json.dumps(summary, indent=2, sort_keys=True, default=str)
     if args.summary_json is not None:
-        from leukopipe.atomic import write_text
+        from leukopipe.workflow.atomic import write_text
 
         write_text(args.summary_json, text + "\n")
     print(text)

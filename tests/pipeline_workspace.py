@@ -22,7 +22,6 @@ COPIED = (
     "rules",
     "scripts",
     "src",
-    "schemas",
     "envs",
     "profiles",
     "report",

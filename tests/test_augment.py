@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import leukopipe.augment as aug
-from leukopipe.augment import (
+import leukopipe.augment.plan as aug
+from leukopipe.augment.pixel_store import open_store
+from leukopipe.augment.plan import (
     materialise,
     materialise_plain,
     plan_balanced,
     regenerate,
 )
-from leukopipe.imageio import load_rgb
-from leukopipe.store import open_store
-from leukopipe.transforms import AugmentConfig, sample_params
+from leukopipe.augment.transforms import AugmentConfig, sample_params
+from leukopipe.data.imageio import load_rgb
 
 N_ALL, N_HEM = 28, 12
 SIZE = 48  # store size; the source files are 64 px, so loading also resizes

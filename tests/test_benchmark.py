@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukopipe import benchmark as bm
+from leukopipe.tools import benchmark as bm
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +114,12 @@ def test_markdown_stamp_and_rows() -> None:
 
 def test_resize_path_does_not_import_torch(tmp_path: Path) -> None:
     # the measured speed-up of the resize step (docs/benchmarks.md): its 'spawn' workers
-    # re-import leukopipe.augment, which must not pull in torch for resize-only work
+    # re-import leukopipe.augment.plan, which must not pull in torch for resize-only work
     img = tmp_path / "a.bmp"
     Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(img)
     code = (
         "import sys, pandas as pd\n"
-        "from leukopipe.augment import materialise_plain\n"
+        "from leukopipe.augment.plan import materialise_plain\n"
         f"materialise_plain(pd.DataFrame({{'path': [{str(img)!r}]}}), 16, {str(tmp_path / 's.npy')!r})\n"
         "print('torch' in sys.modules)\n"
     )

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from leukopipe.config import (
+from leukopipe.workflow.config import (
     ConfigError,
     expand_ensembles,
     expand_experiments,

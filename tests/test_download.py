@@ -1,4 +1,4 @@
-"""Tests of leukopipe.download against a real HTTP server on 127.0.0.1 (never the internet)."""
+"""Tests of leukopipe.data.download against a real HTTP server on 127.0.0.1 (never the internet)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from leukopipe.download import (
+from leukopipe.data.download import (
     ChecksumError,
     DownloadError,
     RawDataMissingError,
@@ -360,7 +360,7 @@ def test_without_sha256_warns_with_the_actual_digest(
 ) -> None:
     data = _payload(10_000)
     server.files["/x.zip"] = data
-    with caplog.at_level(logging.WARNING, logger="leukopipe.download"):
+    with caplog.at_level(logging.WARNING, logger="leukopipe.data.download"):
         download_file(f"{server.base}/x.zip", tmp_path / "x.zip", None, progress=False)
     text = caplog.text
     assert "cannot be verified" in text
@@ -622,10 +622,10 @@ def test_unknown_source_is_rejected(tmp_path: Path) -> None:
 
 
 def _fake_synthetic(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[Any]:
-    """A stand-in for leukopipe.synthetic with the same contract: a complete folder made with
+    """A stand-in for leukopipe.data.synthetic with the same contract: a complete folder made with
     the same spec is returned as is, a different spec raises, a fresh one is written."""
     calls: list[Any] = []
-    fake = types.ModuleType("leukopipe.synthetic")
+    fake = types.ModuleType("leukopipe.data.synthetic")
 
     def spec_from_dict(d: dict[str, Any]) -> tuple[str, int]:
         calls.append(("spec", d))
@@ -648,7 +648,7 @@ def _fake_synthetic(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list
 
     fake.spec_from_dict = spec_from_dict  # type: ignore[attr-defined]
     fake.generate = generate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "leukopipe.synthetic", fake)
+    monkeypatch.setitem(sys.modules, "leukopipe.data.synthetic", fake)
     return calls
 
 
@@ -689,7 +689,7 @@ def test_synthetic_crash_leaves_no_partial_dataset(
 
 
 def test_synthetic_with_the_real_generator(tmp_path: Path) -> None:
-    synthetic = pytest.importorskip("leukopipe.synthetic")
+    synthetic = pytest.importorskip("leukopipe.data.synthetic")
     settings = {"image_size": 32, "cells_per_subject": [1, 2], "final_images": 2,
                 "train_all_subjects": 3, "train_hem_subjects": 3, "prelim_all_subjects": 1,
                 "prelim_hem_subjects": 1}

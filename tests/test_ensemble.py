@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukopipe import compare, metrics
-from leukopipe.ensemble import soft_vote
-from leukopipe.record import build_record, pooled_record
+from leukopipe.evaluate import metrics
+from leukopipe.evaluate.ensemble import soft_vote
+from leukopipe.evaluate.eval_record import build_record, pooled_record
+from leukopipe.report import compare
 
 
 def manifest(prefix: str, n_subjects: int = 6, cells: int = 5, seed: int = 0) -> pd.DataFrame:

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 from train_fixtures import write_data, write_split
 
-from leukopipe import compare
-from leukopipe.evaluate import evaluate, train_val_gap
-from leukopipe.inference import load_classifier, predict_store
-from leukopipe.predict import predict_paths
-from leukopipe.report import build_html
-from leukopipe.train import TrainConfig, train
+from leukopipe.evaluate.inference import load_classifier, predict_store
+from leukopipe.evaluate.predict import predict_paths
+from leukopipe.evaluate.scoring import evaluate, train_val_gap
+from leukopipe.report import compare
+from leukopipe.report.html import build_html
+from leukopipe.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,7 +235,7 @@ def test_predict_cli(trained, tmp_path):
 
 
 def test_tta_views_are_the_eight_symmetries_and_scores_average_them(trained):
-    from leukopipe.tta import dihedral_views, predict_store_tta
+    from leukopipe.evaluate.tta import dihedral_views, predict_store_tta
 
     x = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
     views = dihedral_views(x)
@@ -264,7 +264,7 @@ def test_tta_views_are_the_eight_symmetries_and_scores_average_them(trained):
 
 
 def test_gradcam_points_at_the_evidence_and_leaves_no_hooks(trained, tmp_path):
-    from leukopipe.gradcam import gradcam, select_cells, target_layer
+    from leukopipe.evaluate.gradcam import gradcam, select_cells, target_layer
 
     clf = load_classifier(trained["best"], "cpu")
     # the model learned "bright = ALL": a dark cell with one bright corner must light up there

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukopipe.layout import RawDataError, locate
-from leukopipe.merge import build_index
-from leukopipe.synthetic import SyntheticSpec, generate
+from leukopipe.data.merge import build_index
+from leukopipe.data.raw_layout import RawDataError, locate
+from leukopipe.data.synthetic import SyntheticSpec, generate
 
 SIZE = 48
 

@@ -1,4 +1,4 @@
-"""Tests of leukopipe.metrics and the published-numbers data file."""
+"""Tests of leukopipe.evaluate.metrics and the published-numbers data file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from leukopipe import metrics as lm
-from leukopipe.published import load_published
+from leukopipe.evaluate import metrics as lm
+from leukopipe.report.published import load_published
 
 # The paper's EfficientNet-B3 test matrix (847 ALL + 406 Hem).
 B3 = {"tp": 825, "fn": 22, "fp": 78, "tn": 328}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from leukopipe.models import (
+from leukopipe.train.models import (
     apply_strategy,
     build_model,
     classifier_names,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from leukopipe.names import parse_name
+from leukopipe.data.cnmc_names import parse_name
 
 
 @pytest.mark.parametrize(

@@ -174,14 +174,14 @@ def _planned_after_edit(ws: Path, rel: str) -> dict[str, int]:
 
 
 def test_editing_a_package_module_reruns_the_steps_that_import_it(done):
-    jobs = _planned_after_edit(done, "src/leukopipe/split.py")
+    jobs = _planned_after_edit(done, "src/leukopipe/data/split.py")
     assert "merge" not in jobs and "download" not in jobs
     assert jobs["split"] == 4 and jobs["train"] == 5 and jobs["report"] == 1
 
 
 def test_editing_a_module_imported_indirectly_reruns_the_step(done):
     """merge.py imports names.py; the merge rule never names it, the import scan finds it."""
-    jobs = _planned_after_edit(done, "src/leukopipe/names.py")
+    jobs = _planned_after_edit(done, "src/leukopipe/data/cnmc_names.py")
     assert jobs["merge"] == 1 and "download" not in jobs
 
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 from train_fixtures import write_data
 
-from leukopipe.train import TrainConfig, train
+from leukopipe.train.loop import TrainConfig, train
 
 if TYPE_CHECKING:
     from slurm_cluster import SlurmCluster

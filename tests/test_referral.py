@@ -1,4 +1,4 @@
-"""Tests of leukopipe.referral (confidence-threshold referral to an expert)."""
+"""Tests of leukopipe.evaluate.referral (confidence-threshold referral to an expert)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from leukopipe import referral as rf
+from leukopipe.evaluate import referral as rf
 
 
 def _data(seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukopipe.split import audit, make_splits
+from leukopipe.data.split import audit, make_splits
 
 
 def fake_index(seed: int = 0) -> pd.DataFrame:

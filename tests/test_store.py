@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukopipe.imageio import load_rgb
-from leukopipe.store import check_store, create_store, open_store
+from leukopipe.augment.pixel_store import check_store, create_store, open_store
+from leukopipe.data.imageio import load_rgb
 
 
 def _leftovers(folder: Path) -> list[str]:

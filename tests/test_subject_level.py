@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leukopipe import subject_level
+from leukopipe.evaluate import subject_level
 
 
 def cells(spec: dict[str, tuple[int, list[float]]]) -> pd.DataFrame:

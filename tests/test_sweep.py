@@ -1,4 +1,4 @@
-"""The submitit sweep (scripts/sweep.py, leukopipe.sweep): grid, local jobs, checkpoint and
+"""The submitit sweep (scripts/sweep.py, leukopipe.tools.sweep): grid, local jobs, checkpoint and
 requeue with resume, collected ranked tables, and a job array on the real SLURM test cluster."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 import torch
 from train_fixtures import write_split
 
-from leukopipe import sweep
-from leukopipe.atomic import write_json
-from leukopipe.train import TrainConfig, train
+from leukopipe.tools import sweep
+from leukopipe.train.loop import TrainConfig, train
+from leukopipe.workflow.atomic import write_json
 
 if TYPE_CHECKING:
     from slurm_cluster import SlurmCluster

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukopipe import synthetic
-from leukopipe.synthetic import SyntheticSpec, generate, spec_from_dict
+from leukopipe.data import synthetic
+from leukopipe.data.synthetic import SyntheticSpec, generate, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 NAME_RX = re.compile(r"^UID_(h|H)?(\d+)_(\d+)_(\d+)_(all|hem)\.bmp$")

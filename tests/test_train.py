@@ -16,15 +16,15 @@ import timm
 import torch
 from train_fixtures import write_data, write_split
 
-from leukopipe.loader import BatchDataset, DeviceTransform, EpochBatchSampler, make_loader
-from leukopipe.train import (
+from leukopipe.train.loader import BatchDataset, DeviceTransform, EpochBatchSampler, make_loader
+from leukopipe.train.loop import (
     TrainConfig,
     TrainingInterrupted,
     load_checkpoint,
     prepare_model,
     train,
 )
-from leukopipe.weights import save_weights
+from leukopipe.train.weights import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY_METRICS = [
@@ -226,7 +226,7 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, small):
 
 
 def test_in_process_interrupt_keeps_last_epoch_and_resumes(tmp_path, tiny, monkeypatch):
-    import leukopipe.train as train_module
+    import leukopipe.train.loop as train_module
 
     real = train_module.classification_metrics
     calls = []
@@ -343,7 +343,7 @@ def test_bad_inputs_name_the_file(tmp_path):
 def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
     import random
 
-    from leukopipe.train import _rng_state, _set_rng_state
+    from leukopipe.train.loop import _rng_state, _set_rng_state
 
     random.seed(1)
     np.random.seed(1)

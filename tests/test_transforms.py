@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms.v2 as T  # noqa: N812
 import torchvision.transforms.v2.functional as F  # noqa: N812
 
-from leukopipe.transforms import (
+from leukopipe.augment.transforms import (
     JITTER_NAMES,
     AugmentConfig,
     apply_params,

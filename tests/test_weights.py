@@ -11,9 +11,9 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from leukopipe import weights
-from leukopipe.models import build_model
-from leukopipe.weights import (
+from leukopipe.train import weights
+from leukopipe.train.models import build_model
+from leukopipe.train.weights import (
     WeightsError,
     WeightsNotFoundError,
     fetch,

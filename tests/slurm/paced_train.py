@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-import leukopipe.train as train_module
+import leukopipe.train.loop as train_module
 
 PAUSE = float(os.environ.get("LEUKOPIPE_TEST_EPOCH_PAUSE", "0") or 0)
 _metrics = train_module.classification_metrics

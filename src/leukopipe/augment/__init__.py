@@ -1,0 +1,1 @@
+"""Augmentation stage: class-balanced plan, the nine transforms, uint8 pixel stores."""

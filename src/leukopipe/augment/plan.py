@@ -1,0 +1,346 @@
+"""Offline class-balanced augmentation: the plan (which sample comes from where, with which seed)
+and its materialisation into the uint8 pixel store.
+
+The plan is pure bookkeeping (no pixels), so it is cheap, reviewable and deterministic. Every
+generated row carries its own ``aug_seed``; its pixels depend on nothing else (not on worker
+count, chunking or order), and :func:`regenerate` rebuilds any of them from the manifest alone.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from leukopipe.augment.pixel_store import create_store
+from leukopipe.data.imageio import load_rgb
+
+if TYPE_CHECKING:
+    from leukopipe.augment.transforms import AugmentConfig
+
+# torch (through leukopipe.augment.transforms) is imported only where samples are augmented: the
+# resize step's 'spawn' workers re-import this module, and importing torch in each of them
+# cost ~2-3 s and ~350 MB per worker for nothing (docs/benchmarks.md).
+
+TRAIN_COLUMNS = (
+    "image_id", "path", "subject", "label", "class_name", "subset", "width", "height", "sha256",
+)
+PLAN_COLUMNS = ("generated", "source_image_id", "aug_seed", "aug_params")
+CLASS_NAMES = {0: "Hem", 1: "ALL"}
+
+# Distinct first spawn-key words keep the permutation stream and the per-sample seeds apart.
+_PERMUTATION_KEY = 0
+_SAMPLE_KEY = 1
+
+
+def _sample_seed(seed: int, label: int, k: int) -> int:
+    """Non-negative int64 seed of generated sample k of class ``label``."""
+    state = np.random.SeedSequence(seed, spawn_key=(_SAMPLE_KEY, label, k)).generate_state(
+        1, dtype=np.uint64
+    )
+    return int(state[0] & np.uint64(0x7FFF_FFFF_FFFF_FFFF))
+
+
+def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.DataFrame:
+    """Originals first (input order), then per class (Hem, ALL) target - n_c generated rows.
+
+    Sources cycle through a seeded permutation of the class's originals (sorted by image_id, so
+    the plan does not depend on the input's row order), which uses each original floor or ceil
+    of (target - n_c) / n_c times.
+    """
+    missing = [c for c in TRAIN_COLUMNS if c not in train.columns]
+    if missing:
+        raise ValueError(f"plan_balanced: training manifest lacks column(s) {missing}")
+    clash = [c for c in (*PLAN_COLUMNS, "store_row") if c in train.columns]
+    if clash:
+        raise ValueError(
+            f"plan_balanced: input already has plan column(s) {clash}; pass the training split "
+            "manifest, not an augmented one"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"plan_balanced: seed must be a non-negative integer, got {seed!r}")
+    if isinstance(target_per_class, bool) or not isinstance(target_per_class, int | np.integer):
+        raise ValueError(f"target_per_class must be an integer, got {target_per_class!r}")
+    labels = set(pd.unique(train["label"]).tolist())
+    if not labels <= set(CLASS_NAMES):
+        raise ValueError(
+            f"plan_balanced: labels must be 0 (Hem) or 1 (ALL); found {sorted(labels, key=str)}"
+        )
+    dup = train["image_id"][train["image_id"].duplicated()]
+    if len(dup):
+        raise ValueError(
+            f"plan_balanced: image_id must be unique; duplicated: {dup.head(5).tolist()} "
+            "(rerun the merge/split steps)"
+        )
+
+    originals = train.loc[:, list(train.columns)].reset_index(drop=True).copy()
+    originals["generated"] = False
+    originals["source_image_id"] = originals["image_id"].astype(str)
+    originals["aug_seed"] = np.int64(-1)
+    originals["aug_params"] = ""
+
+    parts = [originals]
+    for label in sorted(CLASS_NAMES):
+        name = CLASS_NAMES[label]
+        members = originals[originals["label"] == label]
+        n_c = len(members)
+        if n_c == 0:
+            raise ValueError(
+                f"plan_balanced: class {name} (label {label}) has no training images; "
+                "augmentation cannot create a class from nothing: check the split."
+            )
+        if target_per_class < n_c:
+            raise ValueError(
+                f"plan_balanced: class {name} (label {label}) already has {n_c} original training "
+                f"images, more than target_per_class={target_per_class}; undersampling is not "
+                f"done: set augment.target_per_class to at least {n_c}."
+            )
+        n_gen = int(target_per_class - n_c)
+        if n_gen == 0:
+            continue
+        ordered = members.sort_values("image_id", kind="mergesort")
+        perm_seq = np.random.SeedSequence(seed, spawn_key=(_PERMUTATION_KEY, label))
+        rng = np.random.default_rng(perm_seq)
+        perm = rng.permutation(n_c)
+        k = np.arange(n_gen)
+        gen = ordered.iloc[perm[k % n_c]].copy()
+        gen["generated"] = True
+        gen["source_image_id"] = gen["image_id"].astype(str).to_numpy()
+        gen["image_id"] = [
+            f"{src}#aug{i}" for src, i in zip(gen["source_image_id"], k, strict=True)
+        ]
+        gen["aug_seed"] = np.array([_sample_seed(int(seed), label, int(i)) for i in k],
+                                   dtype=np.int64)
+        gen["aug_params"] = ""
+        parts.append(gen)
+    plan = pd.concat(parts, ignore_index=True)
+    plan["generated"] = plan["generated"].astype(bool)
+    plan["aug_seed"] = plan["aug_seed"].astype(np.int64)
+    return plan
+
+
+# ----------------------------------------------------------------------------- materialisation
+# A task is one source image (decoded once) plus the store rows it feeds: (row, aug_seed) with
+# aug_seed -1 for "the resized original itself".
+_Task = tuple[str, list[tuple[int, int]]]
+
+_worker_store: np.ndarray | None = None
+_worker_size = 0
+_worker_cfg: AugmentConfig | None = None
+
+
+def _init_worker(store_file: str, size: int, cfg: dict[str, Any] | None) -> None:
+    global _worker_store, _worker_size, _worker_cfg
+    _worker_store = np.load(store_file, mmap_mode="r+")
+    _worker_size = size
+    _worker_cfg = None
+    if cfg is not None:
+        import torch
+
+        from leukopipe.augment.transforms import AugmentConfig
+
+        # One intra-op thread per worker: many small images, parallel across processes.
+        torch.set_num_threads(1)
+        _worker_cfg = AugmentConfig.from_dict(cfg)
+
+
+def _run_chunk(chunk: Sequence[_Task]) -> list[tuple[int, str]]:
+    """Fill the store rows of ``chunk``; return (row, params JSON or "") for each."""
+    assert _worker_store is not None
+    done: list[tuple[int, str]] = []
+    for path, rows in chunk:
+        img = load_rgb(path, _worker_size)
+        for row, aug_seed in rows:
+            if aug_seed < 0:
+                _worker_store[row] = img
+                done.append((row, ""))
+            else:
+                assert _worker_cfg is not None
+                from leukopipe.augment.transforms import augment_one
+
+                out, params = augment_one(img, aug_seed, _worker_cfg)
+                _worker_store[row] = out
+                done.append((row, json.dumps(params, separators=(",", ":"))))
+    # No per-chunk msync: the rows are in the shared page cache already, and the parent's
+    # flush before the atomic rename writes back every dirty page of the file.
+    return done
+
+
+def _make_tasks(paths: Iterable[str], seeds: Iterable[int]) -> list[_Task]:
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for row, (path, seed) in enumerate(zip(paths, seeds, strict=True)):
+        groups.setdefault(path, []).append((row, int(seed)))
+    return list(groups.items())
+
+
+def _chunk(tasks: list[_Task], workers: int) -> list[list[_Task]]:
+    # Several chunks per worker balance the load; each keeps its source images whole.
+    total = sum(len(rows) for _, rows in tasks)
+    per_chunk = int(np.clip(total // max(1, workers * 16), 8, 256))
+    chunks: list[list[_Task]] = []
+    current: list[_Task] = []
+    count = 0
+    for task in tasks:
+        current.append(task)
+        count += len(task[1])
+        if count >= per_chunk:
+            chunks.append(current)
+            current, count = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _fill_store(
+    paths: Sequence[str],
+    seeds: Sequence[int],
+    size: int,
+    cfg: AugmentConfig | None,
+    store_path: str | os.PathLike[str],
+    workers: int,
+    progress: bool,
+    desc: str,
+) -> list[str]:
+    """Write row i of the store from (paths[i], seeds[i]); return the params JSON of each row."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    n = len(paths)
+    params_json = [""] * n
+    tasks = _make_tasks(paths, seeds)
+    chunks = _chunk(tasks, workers)
+    cfg_dict = cfg.to_dict() if cfg is not None else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr)
+    with create_store(store_path, n, size) as store:
+        if n == 0:
+            bar.close()
+            return params_json
+        store_file = str(store.filename)
+        if workers == 1:
+            torch = sys.modules.get("torch") if cfg is None else _import_torch()
+            previous_threads = torch.get_num_threads() if torch is not None else None
+            try:
+                _init_worker(store_file, size, cfg_dict)
+                for chunk in chunks:
+                    for row, pj in _run_chunk(chunk):
+                        params_json[row] = pj
+                    bar.update(sum(len(rows) for _, rows in chunk))
+            finally:
+                _reset_worker()
+                if torch is not None and previous_threads is not None:
+                    torch.set_num_threads(previous_threads)
+        else:
+            # 'spawn': forking a process that has already started torch's thread pools can hang.
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(
+                min(workers, len(chunks)), initializer=_init_worker,
+                initargs=(store_file, size, cfg_dict),
+            ) as pool:
+                for done in pool.imap_unordered(_run_chunk, chunks):
+                    for row, pj in done:
+                        params_json[row] = pj
+                    bar.update(len(done))
+        bar.close()
+    return params_json
+
+
+def _import_torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _reset_worker() -> None:
+    global _worker_store, _worker_cfg
+    if _worker_store is not None:
+        _worker_store.flush()
+    _worker_store = None
+    _worker_cfg = None
+
+
+def _check_paths_column(df: pd.DataFrame, fn: str) -> None:
+    if "path" not in df.columns:
+        raise ValueError(f"{fn}: manifest lacks the 'path' column")
+    bad = df["path"].isna()
+    if bad.any():
+        raise ValueError(
+            f"{fn}: {int(bad.sum())} row(s) have no image path (e.g. row {bad.idxmax()})"
+        )
+
+
+def materialise(
+    plan: pd.DataFrame,
+    size: int,
+    cfg: AugmentConfig,
+    store_path: str | os.PathLike[str],
+    workers: int = 1,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Write originals and augmented samples into the store in plan order.
+
+    Returns the plan with ``aug_params`` (JSON of each generated row's params, "" for
+    originals) and ``store_row`` filled. Generated pixels are always drawn from ``aug_seed``.
+    With ``workers`` > 1 the work runs in 'spawn' processes, which re-import the calling
+    script: call this from under ``if __name__ == "__main__":``.
+    """
+    missing = [c for c in ("path", "generated", "aug_seed") if c not in plan.columns]
+    if missing:
+        raise ValueError(
+            f"materialise: plan lacks column(s) {missing}; build it with plan_balanced"
+        )
+    _check_paths_column(plan, "materialise")
+    generated = plan["generated"].astype(bool).to_numpy()
+    seeds = plan["aug_seed"].astype(np.int64).to_numpy()
+    if (seeds[generated] < 0).any():
+        raise ValueError("materialise: generated rows need a non-negative aug_seed")
+    seeds = np.where(generated, seeds, -1)
+    params_json = _fill_store(
+        [str(p) for p in plan["path"]], seeds.tolist(), size, cfg, store_path, workers, progress,
+        desc="augment",
+    )
+    out = plan.reset_index(drop=True).copy()
+    out["aug_params"] = params_json
+    out["store_row"] = np.arange(len(out), dtype=np.int64)
+    return out
+
+
+def materialise_plain(
+    df: pd.DataFrame,
+    size: int,
+    store_path: str | os.PathLike[str],
+    workers: int = 1,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Resize-only store for validation/test (never augmented); returns df plus ``store_row``."""
+    _check_paths_column(df, "materialise_plain")
+    _fill_store(
+        [str(p) for p in df["path"]], [-1] * len(df), size, None, store_path, workers, progress,
+        desc="resize",
+    )
+    out = df.reset_index(drop=True).copy()
+    out["store_row"] = np.arange(len(out), dtype=np.int64)
+    return out
+
+
+def regenerate(row: pd.Series, size: int, cfg: AugmentConfig) -> np.ndarray:
+    """Rebuild one manifest row's pixels from its source file (bit-for-bit on the same stack).
+
+    Uses the recorded ``aug_params`` when present, else draws them again from ``aug_seed``;
+    an original row gives the resized source image.
+    """
+    from leukopipe.augment.transforms import apply_params, augment_one
+
+    img = load_rgb(row["path"], size)
+    if not bool(row["generated"]):
+        return img
+    recorded = row.get("aug_params", "")
+    if isinstance(recorded, str) and recorded:
+        return apply_params(img, json.loads(recorded), cfg)
+    return augment_one(img, int(row["aug_seed"]), cfg)[0]

@@ -1,0 +1,1 @@
+"""Data stage: download, raw C-NMC layout, names, merge, splits, CV folds, synthetic data."""

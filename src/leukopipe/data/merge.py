@@ -1,0 +1,263 @@
+"""Merge step: one index of every labelled C-NMC image, checked and content-hashed.
+
+Training folds and the labelled preliminary test are indexed; the unlabelled final-phase
+images are only counted. Every image is decoded once to prove it is readable, RGB and of the
+expected size; problems are collected and reported together, each naming its file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import multiprocessing as mp
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+
+from leukopipe.data.cnmc_names import CLASS_NAMES, parse_name
+from leukopipe.data.raw_layout import RawDataError, RawLayout
+
+INDEX_COLUMNS = [
+    "image_id",
+    "path",
+    "file_name",
+    "subject",
+    "label",
+    "class_name",
+    "subset",
+    "width",
+    "height",
+    "sha256",
+]
+CSV_HEADER = ["Patient_ID", "new_names", "labels"]
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A labelled image before decoding: where it is and what it is said to be."""
+
+    image_id: str
+    path: Path
+    subject: str
+    label: int
+    subset: str
+
+
+def _bmp_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    files, ignored = [], []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.is_dir():
+            continue
+        (files if p.suffix.lower() == ".bmp" else ignored).append(p)
+    return files, ignored
+
+
+def training_entries(layout: RawLayout) -> tuple[list[Entry], list[Path], list[str]]:
+    """Entries of the training folds, files that are not images, and naming problems."""
+    entries, ignored, problems = [], [], []
+    for fold, folder in layout.folds.items():
+        for cls in CLASS_NAMES:
+            files, skip = _bmp_files(folder / cls)
+            ignored += skip
+            for p in files:
+                try:
+                    name = parse_name(p.name)
+                except ValueError as exc:
+                    problems.append(f"{p}: {exc}")
+                    continue
+                if name.class_name != cls:
+                    problems.append(
+                        f"{p}: named as {name.class_name.upper()} but stored in {cls}/;"
+                        " move it or re-extract the archive"
+                    )
+                    continue
+                entries.append(Entry(p.name, p, name.subject, name.label, fold))
+    return entries, ignored, problems
+
+
+def prelim_entries(layout: RawLayout) -> tuple[list[Entry], list[Path], list[str]]:
+    """Entries of the labelled preliminary test, mapped through the labels CSV."""
+    if layout.prelim_dir is None:
+        raise RawDataError(
+            f"{layout.root}: no {Path('C-NMC_test_prelim_phase_data')} folder; the preliminary"
+            " test set is part of the protocol (re-extract the archive)"
+        )
+    if layout.prelim_labels is None:
+        raise RawDataError(
+            f"{layout.prelim_dir}: no labels CSV (C-NMC_test_prelim_phase_data_labels.csv) in the"
+            " folder or one level up; it ships with the archive: copy it next to the images"
+        )
+    files, ignored = _bmp_files(layout.prelim_dir)
+    on_disk = {p.name: p for p in files}
+    csv_path = layout.prelim_labels
+    entries, problems, seen = [], [], set()
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        if header != CSV_HEADER:
+            raise RawDataError(
+                f"{csv_path}: header is {','.join(header)!r}, expected {','.join(CSV_HEADER)!r}"
+            )
+        for lineno, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != 3:
+                problems.append(f"{csv_path}:{lineno}: expected 3 fields, got {len(row)}")
+                continue
+            original, new_name, label_text = (x.strip() for x in row)
+            where = f"{csv_path}:{lineno}"
+            if new_name in seen:
+                problems.append(f"{where}: {new_name} listed twice")
+                continue
+            seen.add(new_name)
+            if new_name not in on_disk:
+                problems.append(
+                    f"{where}: lists {new_name} but {layout.prelim_dir / new_name} does not exist"
+                )
+                continue
+            try:
+                name = parse_name(original)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            if label_text not in ("0", "1") or int(label_text) != name.label:
+                problems.append(
+                    f"{where}: label {label_text!r} for {original} disagrees with its name"
+                    f" ({name.class_name.upper()} = {name.label})"
+                )
+                continue
+            entries.append(Entry(original, on_disk[new_name], name.subject, name.label, "prelim"))
+    for file_name in sorted(set(on_disk) - seen):
+        problems.append(f"{layout.prelim_dir / file_name}: has no row in {csv_path}")
+    return entries, ignored, problems
+
+
+def inspect_image(path: Path) -> tuple[str, int, int, str, str | None]:
+    """Hash and fully decode one image: (sha256, width, height, mode, problem or None)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return "", 0, 0, "", f"{path}: cannot be read ({exc.strerror}); check permissions"
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes every pixel: a truncated file fails here, not in training
+            return digest, im.width, im.height, im.mode, None
+    except Exception as exc:  # PIL raises many types for broken files
+        return digest, 0, 0, "", f"{path}: unreadable or truncated image ({exc}); re-extract it"
+
+
+def inspect_all(paths: list[Path], workers: int) -> list[tuple[str, int, int, str, str | None]]:
+    """inspect_image over many files, in ``workers`` processes, in input order."""
+    if workers <= 1 or len(paths) < 16:
+        return [inspect_image(p) for p in paths]
+    with mp.get_context("forkserver").Pool(workers) as pool:
+        return pool.map(inspect_image, paths, chunksize=64)
+
+
+def _limited(problems: Iterable[str]) -> str:
+    problems = list(problems)
+    shown = "\n  ".join(problems[:MAX_LISTED])
+    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+    return f"{len(problems)} problem(s) in the raw data:\n  {shown}{more}"
+
+
+def build_index(
+    layout: RawLayout, expected_size: int | None = 450, workers: int = 1
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Index every labelled image; return the index and a summary.
+
+    Raises RawDataError listing every problem (each naming its file) when any is found.
+    """
+    train, ignored_a, problems = training_entries(layout)
+    prelim, ignored_b, problems_b = prelim_entries(layout)
+    problems += problems_b
+    entries = train + prelim
+    results = inspect_all([e.path for e in entries], workers)
+    rows = []
+    for e, (digest, w, h, mode, problem) in zip(entries, results, strict=True):
+        if problem:
+            problems.append(problem)
+            continue
+        if mode != "RGB":
+            problems.append(f"{e.path}: image mode {mode}, expected RGB (24-bit colour BMP)")
+            continue
+        if expected_size and (w, h) != (expected_size, expected_size):
+            problems.append(
+                f"{e.path}: size {w}x{h}, expected {expected_size}x{expected_size}"
+                " (set data.expected_image_size if your copy was resized on purpose)"
+            )
+            continue
+        rows.append(
+            {
+                "image_id": e.image_id,
+                "path": str(e.path),
+                "file_name": e.path.name,
+                "subject": e.subject,
+                "label": e.label,
+                "class_name": CLASS_NAMES[e.label],
+                "subset": e.subset,
+                "width": w,
+                "height": h,
+                "sha256": digest,
+            }
+        )
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    problems += _duplicate_problems(index)
+    if problems:
+        raise RawDataError(_limited(problems))
+    index = index.astype({"label": "int64", "width": "int64", "height": "int64"})
+    index = index.sort_values(["subset", "label", "image_id"], kind="stable").reset_index(drop=True)
+    final_count = len(_bmp_files(layout.final_dir)[0]) if layout.final_dir else 0
+    return index, summarise(index, layout, final_count, ignored_a + ignored_b)
+
+
+def _duplicate_problems(index: pd.DataFrame) -> list[str]:
+    problems = []
+    dup_ids = index[index.duplicated("image_id", keep=False)]
+    for image_id, group in dup_ids.groupby("image_id"):
+        problems.append(
+            f"{image_id}: the same file name appears {len(group)} times: "
+            + ", ".join(group["path"])
+        )
+    for digest, group in index.groupby("sha256"):
+        if group["label"].nunique() > 1:
+            problems.append(
+                f"identical pixels labelled both ALL and Hem: {', '.join(group['path'])}"
+                f" (sha256 {digest[:12]}); remove the mislabelled copy from your data"
+            )
+    return problems
+
+
+def summarise(
+    index: pd.DataFrame, layout: RawLayout, final_count: int, ignored: list[Path]
+) -> dict[str, Any]:
+    """Counts per class, subset and subject, plus duplicate and ignored-file notes."""
+    per_subset: dict[str, dict[str, int]] = defaultdict(dict)
+    for (subset, cls), n in index.groupby(["subset", "class_name"]).size().items():
+        per_subset[subset][cls] = int(n)
+    subjects = index.groupby("subject").agg(
+        n=("image_id", "size"), class_name=("class_name", "first")
+    )
+    dup = index[index.duplicated("sha256", keep=False)]
+    return {
+        "layout": layout.describe(),
+        "n_images": len(index),
+        "per_class": {
+            k: int(v) for k, v in index["class_name"].value_counts().sort_index().items()
+        },
+        "per_subset": dict(sorted(per_subset.items())),
+        "n_subjects": {cls: int((subjects["class_name"] == cls).sum()) for cls in CLASS_NAMES},
+        "per_subject": {
+            s: {"n": int(r.n), "class_name": r.class_name} for s, r in subjects.iterrows()
+        },
+        "final_unlabelled": final_count,
+        "ignored_files": [str(p) for p in ignored],
+        "duplicate_content_same_class": [list(g["path"]) for _, g in dup.groupby("sha256")],
+    }

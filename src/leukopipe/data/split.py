@@ -1,0 +1,143 @@
+"""Split step: train / validation / test manifests and a leakage audit.
+
+Modes:
+- ``image``: stratified by class at image level (Study A's 90/10). Cells of one patient land
+  on both sides, which is what the study did and what the audit makes visible.
+- ``patient``: subject-disjoint, each class's subjects shared out so the image counts come
+  as close to the fractions as whole subjects allow.
+- ``official``: training folds versus the labelled preliminary test (its subjects are unseen).
+- ``cv<k>-f<i>``: fold i of a subject-disjoint, class-stratified k-fold cross-validation over
+  every labelled image (``leukopipe.data.folds``); test is fold i.
+Validation is always carved from the training part, never from test; it is subject-disjoint
+from training in the patient-level modes.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leukopipe.data.folds import assign_folds
+from leukopipe.workflow.split_modes import parse_split_id
+
+SPLITS = ("train", "val", "test")
+MODES = ("image", "patient", "official")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` itself when it is a known mode or a cross-validation split id ``cv<k>-f<i>``."""
+    if mode in MODES or parse_split_id(mode):
+        return mode
+    raise ValueError(
+        f"unknown split mode {mode!r}; expected one of {', '.join(MODES)} or cv<k>-f<i>"
+    )
+
+
+def _stratified_images(
+    df: pd.DataFrame, fraction: float, rng: np.random.Generator
+) -> tuple[pd.Index, pd.Index]:
+    """Row labels of (rest, held-out): per class, round(n_c * fraction) images held out."""
+    held = []
+    for _, group in df.groupby("label", sort=True):
+        k = round(len(group) * fraction)
+        held.extend(group.index[rng.permutation(len(group))[:k]])
+    held_idx = pd.Index(sorted(held))
+    return df.index.difference(held_idx), held_idx
+
+
+def _subject_disjoint(
+    df: pd.DataFrame, fraction: float, rng: np.random.Generator
+) -> tuple[pd.Index, pd.Index]:
+    """Row labels of (rest, held-out), holding out whole subjects per class."""
+    held_subjects: list[str] = []
+    subject_class = df.groupby("subject")["label"].agg(lambda s: int(s.mode().iloc[0]))
+    sizes = df.groupby("subject").size()
+    for label in sorted(subject_class.unique()):
+        subjects = np.array(sorted(subject_class.index[subject_class == label]))
+        if len(subjects) < 2:
+            raise ValueError(
+                f"class {label} has {len(subjects)} subject(s): a subject-disjoint split needs at"
+                " least 2 per class (use split mode 'image' for such a small dataset)"
+            )
+        order = subjects[rng.permutation(len(subjects))]
+        target = fraction * sizes[order].sum()
+        chosen, total = [], 0
+        for s in order:
+            if len(chosen) == len(order) - 1:
+                break  # keep at least one subject of the class on the other side
+            n = int(sizes[s])
+            if abs(total + n - target) < abs(total - target) or not chosen:
+                chosen.append(s)
+                total += n
+        held_subjects += chosen
+    held = df.index[df["subject"].isin(held_subjects)]
+    return df.index.difference(held), held
+
+
+def make_splits(
+    index: pd.DataFrame, mode: str, test_fraction: float, val_fraction: float, seed: int
+) -> dict[str, pd.DataFrame]:
+    """Split the merged index into train / val / test manifests (deterministic from seed)."""
+    check_mode(mode)
+    rng = np.random.default_rng(seed)
+    df = index.reset_index(drop=True)
+    if mode == "image":
+        pool, test = _stratified_images(df, test_fraction, rng)
+        train, val = _stratified_images(df.loc[pool], val_fraction, rng)
+    elif mode == "patient":
+        pool, test = _subject_disjoint(df, test_fraction, rng)
+        train, val = _subject_disjoint(df.loc[pool], val_fraction, rng)
+    elif cv := parse_split_id(mode):
+        k, fold = cv
+        in_test = df["subject"].map(assign_folds(df, k, seed)) == fold
+        test = df.index[in_test]
+        train, val = _subject_disjoint(df.loc[~in_test], val_fraction, rng)
+    else:
+        is_test = df["subset"] == "prelim"
+        if not is_test.any():
+            raise ValueError("split mode 'official' needs the preliminary test (subset 'prelim')")
+        test = df.index[is_test]
+        train, val = _subject_disjoint(df.loc[~is_test], val_fraction, rng)
+    out = {}
+    for name, rows in zip(SPLITS, (train, val, test), strict=True):
+        part = df.loc[sorted(rows)].copy()
+        part["split"] = name
+        out[name] = part.reset_index(drop=True)
+    return out
+
+
+def audit(splits: dict[str, pd.DataFrame], mode: str) -> dict[str, Any]:
+    """Class counts and subjects per split, and everything shared between splits."""
+    report: dict[str, Any] = {"mode": mode, "splits": {}, "shared_subjects": {}}
+    for name, part in splits.items():
+        report["splits"][name] = {
+            "n_images": len(part),
+            "per_class": {
+                k: int(v) for k, v in part["class_name"].value_counts().sort_index().items()
+            },
+            "n_subjects": int(part["subject"].nunique()),
+            "subjects": sorted(part["subject"].unique().tolist()),
+        }
+    shared_content = {}
+    for a, b in combinations(splits, 2):
+        key = f"{a}|{b}"
+        subjects = sorted(set(splits[a]["subject"]) & set(splits[b]["subject"]))
+        report["shared_subjects"][key] = subjects
+        shared_content[key] = int(splits[b]["sha256"].isin(set(splits[a]["sha256"])).sum())
+    report["n_shared_subjects"] = {k: len(v) for k, v in report["shared_subjects"].items()}
+    # cells of one patient on both sides of train|test is the leakage the studies differ on
+    report["test_images_from_training_subjects"] = int(
+        splits["test"]["subject"].isin(set(splits["train"]["subject"])).sum()
+    )
+    report["identical_images_shared"] = shared_content
+    report["subject_disjoint"] = all(v == 0 for v in report["n_shared_subjects"].values())
+    if (mode in ("patient", "official") or parse_split_id(mode)) and not report[
+        "subject_disjoint"
+    ]:
+        raise AssertionError(
+            f"split mode {mode} produced shared subjects: {report['shared_subjects']}"
+        )
+    return report

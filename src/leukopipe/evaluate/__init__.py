@@ -1,0 +1,1 @@
+"""Evaluation stage: inference, metrics, referral, subject level, TTA, ensembles, Grad-CAM."""

@@ -1,0 +1,92 @@
+"""Inference from a trained checkpoint: load ``best.pt`` and score images in large batches.
+
+The checkpoint carries the backbone, class names, input size and normalisation, so nothing
+from the pipeline config is needed: this is what evaluation and ``scripts/predict.py`` use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from leukopipe.train.models import build_model
+
+
+@dataclass
+class Classifier:
+    """A trained model ready for inference, with what it needs to preprocess its input."""
+
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    device: torch.device
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA when available unless told otherwise."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_classifier(checkpoint: str | os.PathLike[str], device: str | None = None) -> Classifier:
+    """Rebuild the network of ``checkpoint`` (a best.pt) and load its weights, in eval mode."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (train the experiment first)")
+    meta = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("state_dict", "backbone", "mean", "std", "image_size"):
+        if key not in meta:
+            raise ValueError(f"{path}: not a leukopipe checkpoint (no {key!r} inside)")
+    model = build_model(meta["backbone"], num_classes=len(meta.get("class_names", (0, 1))))
+    # a torch.compile'd model saves its weights under _orig_mod.
+    state = {k.removeprefix("_orig_mod."): v for k, v in meta.pop("state_dict").items()}
+    model.load_state_dict(state)
+    dev = pick_device(device)
+    model.to(dev).eval()
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    shape = (1, 3, 1, 1)
+    mean = torch.tensor(meta["mean"], dtype=torch.float32, device=dev).view(shape) * 255.0
+    std = torch.tensor(meta["std"], dtype=torch.float32, device=dev).view(shape) * 255.0
+    return Classifier(model, meta, dev, mean, std)
+
+
+@torch.inference_mode()
+def predict_batch(clf: Classifier, images: np.ndarray) -> np.ndarray:
+    """Probability of ALL (class 1) for a uint8 NHWC batch."""
+    # np.array copies the (read-only, memory-mapped) slice into RAM that torch may own
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).to(clf.device, non_blocking=True)
+    # convert and normalise on the device: the host only moves uint8 bytes
+    x = x.permute(0, 3, 1, 2).float().sub_(clf.mean).div_(clf.std)
+    if clf.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = clf.model(x)
+    else:
+        logits = clf.model(x)
+    return torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+
+
+def predict_store(clf: Classifier, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probability of ALL for every row of a uint8 (N, S, S, 3) store, read in contiguous slices."""
+    if pixels.ndim != 4 or pixels.shape[1:] != (clf.image_size, clf.image_size, 3):
+        raise ValueError(
+            f"pixel store of shape {pixels.shape} does not match the model's input"
+            f" ({clf.image_size}x{clf.image_size} RGB)"
+        )
+    out = np.empty(len(pixels), dtype=np.float64)
+    for start in range(0, len(pixels), batch_size):
+        stop = min(start + batch_size, len(pixels))
+        out[start:stop] = predict_batch(clf, pixels[start:stop])
+    return out

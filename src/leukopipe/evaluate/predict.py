@@ -1,0 +1,110 @@
+"""Predict on new images with a trained checkpoint, flagging uncertain cells for an expert."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from leukopipe.data.cnmc_names import CLASS_NAMES
+from leukopipe.data.imageio import load_rgb
+from leukopipe.evaluate.inference import Classifier, predict_batch
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+def list_images(source: str | Path, column: str = "path") -> list[Path]:
+    """Image paths from a folder (sorted, recursive), a CSV column of paths, or one image."""
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        return [source]
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if source.suffix.lower() == ".csv":
+        df = pd.read_csv(source)
+        if column not in df:
+            raise ValueError(f"{source}: no column {column!r} (columns: {', '.join(df.columns)})")
+        return [Path(p) for p in df[column].astype(str)]
+    raise FileNotFoundError(f"{source}: neither an image, a folder of images nor a .csv of paths")
+
+
+def referral_threshold(metrics_json: str | Path | None, explicit: float | None) -> float | None:
+    """The confidence below which a cell is referred: explicit, or the one chosen on validation."""
+    if explicit is not None:
+        return explicit
+    if metrics_json is None:
+        return None
+    return float(json.loads(Path(metrics_json).read_text())["referral"]["threshold"])
+
+
+def predict_paths(
+    clf: Classifier,
+    paths: Iterable[Path],
+    *,
+    threshold: float = 0.5,
+    refer_below: float | None = None,
+    batch_size: int = 64,
+    keep_going: bool = False,
+) -> pd.DataFrame:
+    """One row per image: probability of ALL, predicted class, confidence, refer flag, error."""
+    rows: list[dict] = []
+    batch: list[np.ndarray] = []
+    batch_rows: list[dict] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        probs = predict_batch(clf, np.stack(batch))
+        for r, p in zip(batch_rows, probs, strict=True):
+            conf = max(p, 1.0 - p)
+            r.update(
+                prob_all=float(p),
+                predicted=CLASS_NAMES[int(p >= threshold)],
+                confidence=float(conf),
+                refer_to_expert=bool(refer_below is not None and conf < refer_below),
+            )
+        batch.clear()
+        batch_rows.clear()
+
+    for path in paths:
+        row: dict = {"path": str(path), "error": ""}
+        rows.append(row)
+        try:
+            batch.append(load_rgb(path, clf.image_size))
+        except (OSError, ValueError) as exc:
+            if not keep_going:
+                raise
+            log.warning("skipping %s: %s", path, exc)
+            row.update(
+                prob_all=np.nan,
+                predicted="",
+                confidence=np.nan,
+                refer_to_expert=True,
+                error=str(exc),
+            )
+            continue
+        batch_rows.append(row)
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    cols = ["path", "prob_all", "predicted", "confidence", "refer_to_expert", "error"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def gradcam_image(
+    clf: Classifier, path: Path, out: Path, *, stage: int = -1, alpha: float = 0.45
+) -> float:
+    """Grad-CAM of the called class for one image, saved beside the input as a PNG figure;
+    returns the probability of ALL."""
+    from leukopipe.evaluate import gradcam
+    from leukopipe.report import figures  # deferred: only this option needs them
+
+    image = load_rgb(path, clf.image_size)
+    cam, prob = gradcam.gradcam(clf, image[None], stage=stage)
+    figures.gradcam_single_figure(image, cam[0], float(prob[0]), path.name, out, alpha)
+    return float(prob[0])

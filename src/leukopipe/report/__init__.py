@@ -1,0 +1,1 @@
+"""Reporting stage: comparison tables, figures, the HTML report, published numbers."""

@@ -1,0 +1,439 @@
+"""Comparison tables from stored evaluation results (never trains anything).
+
+Reads ``eval/<experiment>/metrics.json`` files (and the predictions beside them), so reviewers
+can regenerate every table from a copied ``results/<run>/eval/`` tree. Published values come
+from the package data file ``leukopipe/report/published.yaml``, never from code.
+
+Rows are single models, their test-time-augmented variants (``+tta``), soft-voting ensembles,
+and cross-validation folds (split ``cv<k>-f<i>``). Folds are summarised twice: mean ± std over
+folds, and one pooled out-of-fold row computed from the folds' stored predictions (every
+labelled image tested once) with the same metrics and subject-bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leukopipe.evaluate import eval_record as records_mod
+from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
+from leukopipe.report.published import load_published
+from leukopipe.workflow.split_modes import family, parse_split_id
+
+# column -> (metrics.json key, header); percentages as in Study A's Table 2
+MAIN_COLUMNS = {
+    "accuracy": "Accuracy",
+    "precision": "Precision (ALL)",
+    "recall": "Recall (ALL)",
+    "f1": "F1 (ALL)",
+    "roc_auc": "AUC",
+    "macro_f1": "Macro-F1",
+    "weighted_f1": "Weighted F1",
+    "balanced_accuracy": "Balanced acc.",
+    "specificity": "Specificity",
+    "mcc": "MCC",
+}
+# the columns of the main table (Study A Table 2 plus the two labelled whole-class F1s)
+SHOWN = [
+    "Accuracy",
+    "Precision (ALL)",
+    "Recall (ALL)",
+    "F1 (ALL)",
+    "AUC",
+    "Macro-F1",
+    "Weighted F1",
+]
+SPLIT_TEXT = {
+    "image": "image-level stratified split (Study A): one patient's cells in train and test",
+    "patient": "subject-disjoint split: no test subject is seen in training",
+    "official": "official split: training folds vs the labelled preliminary test (unseen subjects)",
+}
+POOLED = "pooled out-of-fold"
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The metrics.json files, each with its path recorded."""
+    records = []
+    for p in paths:
+        rec = json.loads(Path(p).read_text(encoding="utf-8"))
+        rec["_path"] = str(p)
+        records.append(rec)
+    if not records:
+        raise ValueError("no metrics.json files given: evaluate at least one experiment first")
+    return records
+
+
+def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per evaluated experiment: identity, every metric, its CI and provenance."""
+    rows = []
+    for rec in records:
+        exp = rec.get("experiment", {})
+        tr = rec.get("training", {})
+        split = exp.get("split")
+        cv = parse_split_id(split) if isinstance(split, str) else None
+        row: dict[str, Any] = {
+            "experiment": exp.get("name", Path(rec["_path"]).parent.name),
+            "group": exp.get("group"),
+            "split": split,
+            "family": exp.get("family") or (family(split) if isinstance(split, str) else None),
+            "fold": cv[1] if cv else None,
+            "pooled": bool(exp.get("pooled", False)),
+            "variant": exp.get("variant", "single"),
+            "ensemble": exp.get("ensemble"),
+            "n_members": len(exp.get("members", [])) or None,
+            "backbone": exp.get("backbone", tr.get("backbone")),
+            "strategy": exp.get("strategy", tr.get("strategy")),
+            "partial_stages": exp.get("partial_stages"),
+            "seed": exp.get("seed"),
+            "dataset": exp.get("dataset"),
+            "n_test": rec["n_test"],
+            "n_test_all": rec["metrics"]["n_all"],
+            "n_test_hem": rec["metrics"]["n_hem"],
+            "n_test_subjects": rec["n_test_subjects"],
+            "best_epoch": tr.get("best_epoch"),
+            "epochs_run": tr.get("epochs_run"),
+            "train_accuracy": tr.get("train_accuracy"),
+            "val_accuracy": tr.get("val_accuracy"),
+            "train_val_gap": tr.get("gap"),
+            "referral_threshold": rec["referral"]["threshold"],
+            "referred_fraction": rec["referral"]["test"]["referred_fraction"],
+            "accepted_accuracy": rec["referral"]["test"]["accepted_accuracy"],
+            "ece": rec["metrics"].get("ece"),
+            "code_version": rec.get("provenance", {}).get("code_version"),
+            "checkpoint_sha256": rec.get("checkpoint", {}).get("sha256"),
+            "metrics_file": rec["_path"],
+            "predictions_file": str(
+                Path(rec["_path"]).parent
+                / (rec.get("files") or {}).get("predictions", "predictions.parquet")
+            ),
+        }
+        subj = (rec.get("subject_level") or {}).get("aggregations", {})
+        for agg in AGGREGATIONS:
+            t = (subj.get(agg) or {}).get("test")
+            if not t:
+                continue
+            row["subj_n"], row["subj_n_all"], row["subj_n_hem"] = (
+                t["n_subjects"],
+                t["n_all"],
+                t["n_hem"],
+            )
+            row[f"subj_{agg}_threshold"] = subj[agg]["threshold"]
+            for m in ("sensitivity", "specificity"):
+                row[f"subj_{agg}_{m}"] = t[m]
+                ci = t.get(f"{m}_ci")
+                row[f"subj_{agg}_{m}_lo"], row[f"subj_{agg}_{m}_hi"] = ci if ci else (None, None)
+        for key in MAIN_COLUMNS:
+            row[key] = rec["metrics"].get(key)
+            ci = rec.get("ci", {}).get(key)
+            row[f"{key}_lo"], row[f"{key}_hi"] = ci if ci else (None, None)
+        row["ci_unit"] = rec.get("ci", {}).get("bootstrap", {}).get("unit")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["model"] = [row_label(r) for r in df.itertuples()]
+    return df.sort_values(
+        ["family", "pooled", "variant", "group", "backbone", "strategy", "seed", "fold"],
+        na_position="last",
+    ).reset_index(drop=True)
+
+
+def model_label(backbone: str, strategy: str, partial_stages: Any) -> str:
+    """Readable model name, e.g. ``resnet18 (partial: last 2 stages)``."""
+    if strategy == "partial":
+        return f"{backbone} (partial: last {int(partial_stages)} stages)"
+    return f"{backbone} ({strategy})"
+
+
+def row_label(r: Any) -> str:
+    """Model label of a row: single model, ``... + TTA x8``, or ``ensemble <name> (...)``."""
+    if r.variant == "ensemble":
+        n = "" if r.n_members is None or pd.isna(r.n_members) else f" of {int(r.n_members)}"
+        return f"ensemble {r.ensemble} (soft vote{n})"
+    label = model_label(r.backbone, r.strategy, r.partial_stages)
+    return f"{label} + TTA x8" if r.variant == "tta" else label
+
+
+def split_label(r: Any) -> str:
+    """How a row's test set was formed: the split, a fold summary or the pooled folds."""
+    if r.pooled:
+        return f"{r.family} {POOLED}"
+    if r.fold is not None and not pd.isna(r.fold):
+        return f"{r.family} folds (mean ± std)"
+    return str(r.split)
+
+
+def pool_folds(
+    rows: pd.DataFrame, *, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """One out-of-fold record per cross-validated model and seed, from the folds' predictions.
+
+    Only complete sets of folds are pooled (a partial set would not cover every subject).
+    """
+    out = []
+    folds = rows[rows["fold"].notna() & ~rows["pooled"]]
+    for (fam, model, _seed), g in folds.groupby(["family", "model", "seed"], dropna=False):
+        k = parse_split_id(str(g["split"].iloc[0]))[0]
+        if sorted(g["fold"].astype(int)) != list(range(k)):
+            continue
+        parts = []
+        for r in g.sort_values("fold").itertuples():
+            rec = json.loads(Path(r.metrics_file).read_text(encoding="utf-8"))
+            parts.append((pd.read_parquet(r.predictions_file), rec))
+        _, pooled = records_mod.pooled_record(parts, threshold=threshold, n_boot=n_boot, seed=seed)
+        first = parts[0][1].get("experiment", {})
+        pooled["experiment"] = {
+            **first,
+            "name": f"{fam}.{first.get('name', model).split('.', 1)[-1]}.pooled",
+            "split": fam,
+            "family": fam,
+            "pooled": True,
+            "folds": [r.experiment for r in g.sort_values("fold").itertuples()],
+        }
+        pooled["training"] = {}
+        pooled["_path"] = str(g["metrics_file"].iloc[0])
+        pooled["_predictions"] = pd.concat([p for p, _ in parts], ignore_index=True)
+        out.append(pooled)
+    return out
+
+
+def with_pooled(
+    records: list[dict[str, Any]], *, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """All rows (folds pooled into extra rows) and the pooled rows' predictions by name."""
+    rows = flat_rows(records)
+    pooled = pool_folds(rows, threshold=threshold, n_boot=n_boot, seed=seed)
+    if not pooled:
+        return rows, {}
+    prows = flat_rows(pooled)
+    prows["metrics_file"] = None
+    prows["predictions_file"] = None
+    preds = {r["experiment"]["name"]: r["_predictions"] for r in pooled}
+    return pd.concat([rows, prows], ignore_index=True), preds
+
+
+def _pct(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else 100.0 * float(x)
+
+
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Study A Table 2's shape: one row per configuration and test protocol; seeds (and
+    cross-validation folds) pooled as mean and std, a single run with its bootstrap CI."""
+    rows = rows.assign(split_label=[split_label(r) for r in rows.itertuples()])
+    # per test protocol: models alphabetically, each cross-validated one's folds then pooled row
+    order = {k: i for i, k in enumerate(dict.fromkeys(rows["family"].fillna(rows["split"])))}
+    rows = rows.assign(_order=rows["family"].fillna(rows["split"]).map(order)).sort_values(
+        ["_order", "model", "split_label"], kind="stable"
+    )
+    out = []
+    for (slabel, model), g in rows.groupby(["split_label", "model"], dropna=False, sort=False):
+        per_fold = g.drop_duplicates("fold") if g["fold"].notna().all() else g.iloc[:1]
+        rec: dict[str, Any] = {
+            "Model": model,
+            "Split": slabel,
+            "Seeds": int(g["seed"].nunique()) if g["seed"].notna().any() else len(g),
+            "n test": int(per_fold["n_test"].sum()),
+            "Subjects": int(per_fold["n_test_subjects"].sum()),
+        }
+        for key, header in MAIN_COLUMNS.items():
+            vals = g[key].dropna().astype(float) * 100.0
+            rec[header] = vals.mean() if len(vals) else np.nan
+            rec[f"{header} std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
+            lo, hi = g[f"{key}_lo"].dropna(), g[f"{key}_hi"].dropna()
+            # one run: the bootstrap interval; several: the interval of the first run is
+            # not representative, so the spread over seeds/folds is reported instead
+            rec[f"{header} CI"] = (
+                (100.0 * float(lo.iloc[0]), 100.0 * float(hi.iloc[0]))
+                if len(g) == 1 and len(lo) and len(hi)
+                else None
+            )
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _seed(seed: Any) -> str:
+    return "–" if seed is None or pd.isna(seed) else str(int(seed))
+
+
+def subject_level_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Subject-level diagnosis per model (folds only pooled): each aggregation's threshold
+    (chosen on validation), sensitivity and specificity [Wilson 95 % CI], subjects counted."""
+    out = []
+    shown = rows[rows["fold"].isna() | rows["pooled"]] if "fold" in rows else rows
+    for r in shown.itertuples():
+        for agg in AGGREGATIONS:
+            if f"subj_{agg}_sensitivity" not in rows or pd.isna(
+                getattr(r, f"subj_{agg}_threshold")
+            ):
+                continue
+            rec = {
+                "Model": r.model,
+                "Split": split_label(r),
+                "Seed": _seed(r.seed),
+                "Subject score": AGGREGATION_TEXT[agg],
+                "Threshold": getattr(r, f"subj_{agg}_threshold"),
+                "Subjects (ALL/Hem)": f"{int(r.subj_n)} ({int(r.subj_n_all)}/{int(r.subj_n_hem)})",
+            }
+            for m, header in (("sensitivity", "Sensitivity"), ("specificity", "Specificity")):
+                v = getattr(r, f"subj_{agg}_{m}")
+                lo, hi = getattr(r, f"subj_{agg}_{m}_lo"), getattr(r, f"subj_{agg}_{m}_hi")
+                rec[f"{header} %"] = (
+                    "–"
+                    if v is None or pd.isna(v)
+                    else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                )
+            out.append(rec)
+    return pd.DataFrame(out)
+
+
+def _cell(value: float, std: float, ci: Any) -> str:
+    if value is None or np.isnan(value):
+        return "–"
+    if std is not None and not np.isnan(std):
+        return f"{value:.2f} ± {std:.2f}"
+    if ci:
+        return f"{value:.2f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+    return f"{value:.2f}"
+
+
+def display_table(summary: pd.DataFrame, headers: Iterable[str]) -> pd.DataFrame:
+    """Strings for Markdown/LaTeX: value ± std over seeds, or value [95 % CI] for one seed."""
+    shown = summary[["Model", "Split", "Seeds", "n test", "Subjects"]].copy()
+    for h in headers:
+        shown[h] = [
+            _cell(v, s, c)
+            for v, s, c in zip(summary[h], summary[f"{h} std"], summary[f"{h} CI"], strict=True)
+        ]
+    return shown
+
+
+def caption(rows: pd.DataFrame) -> str:
+    """What was run, on which split and data, how many test images and subjects."""
+    parts = []
+    single = rows[rows["fold"].isna()] if "fold" in rows else rows
+    for split, g in single.groupby("split", sort=True):
+        n = int(g["n_test"].iloc[0])
+        cv = split.startswith("cv") and "pooled" in rows and g["pooled"].any()
+        text = (
+            f"subject-disjoint, class-stratified {split[2:]}-fold cross-validation over all"
+            " labelled images (each fold tested by a model trained on the others)"
+            if cv
+            else SPLIT_TEXT.get(split, split)
+        )
+        parts.append(
+            f"{split}: {text}; test set {n} images"
+            f" ({int(g['n_test_all'].iloc[0])} ALL, {int(g['n_test_hem'].iloc[0])} Hem)"
+            f" from {int(g['n_test_subjects'].iloc[0])} subjects"
+        )
+    datasets = ", ".join(sorted({str(d) for d in rows["dataset"].dropna()})) or "unknown"
+    unit = rows["ci_unit"].dropna()
+    ci = f"95 % bootstrap intervals resampling {unit.iloc[0]}s" if len(unit) else "no intervals"
+    return (
+        f"Test-set results in percent (dataset: {datasets}). " + "; ".join(parts) + ". "
+        "Precision, recall and F1 are ALL-class values as in Study A; macro- and weighted F1"
+        f" average both classes. Single run: value [{ci}]; several seeds or folds: mean ± std."
+        " TTA x8: mean probability over the 8 flips x 90-degree rotations; ensembles: soft"
+        " vote (mean probability) of their members, from stored predictions."
+    )
+
+
+def literature_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Our F1 beside Study A's Table 2 rows and the literature values of its Table 3."""
+    pub = load_published()["study_a"]
+    out = []
+    own = rows[rows["fold"].isna() | rows["pooled"]] if "fold" in rows else rows
+    for r in own.itertuples():
+        out.append(
+            {
+                "Source": "this run",
+                "Model": r.model if "model" in rows else r.backbone,
+                "Split": r.split,
+                "F1 (ALL) %": _pct(r.f1),
+                "Weighted F1 %": _pct(r.weighted_f1),
+                "Note": (
+                    f"{'pooled folds, ' if getattr(r, 'pooled', False) else ''}"
+                    f"seed {_seed(r.seed)}, {r.n_test} test images"
+                ),
+            }
+        )
+    for r in pub["table2"]["rows"]:
+        out.append(
+            {
+                "Source": "Study A, Table 2",
+                "Model": r["name"],
+                "Split": "image",
+                "F1 (ALL) %": r["f1"],
+                "Weighted F1 %": None,
+                "Note": f"{pub['table2']['test_set']['n']} test images",
+            }
+        )
+    for r in pub["table3"]["rows"]:
+        out.append(
+            {
+                "Source": "Study A, Table 3",
+                "Model": r["name"],
+                "Split": "varies",
+                "F1 (ALL) %": r["f1"],
+                "Weighted F1 %": None,
+                "Note": r.get("note", ""),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def study_b_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Frozen versus partial fine-tuning: validation accuracy and train/val gap at best epoch."""
+    pub = load_published()["study_b"]
+    published = {(r["model"], r["strategy"]): r["val_accuracy"] for r in pub["rows"]}
+    published_any = {r["model"]: r["val_accuracy"] for r in pub["rows"] if r["strategy"] is None}
+    sub = rows[rows["strategy"].isin(["frozen", "partial"])]
+    if "variant" in rows:
+        sub = sub[(sub["variant"] == "single") & sub["fold"].isna() & ~sub["pooled"]]
+    out = []
+    for r in sub.itertuples():
+        ref = published.get((r.backbone, r.strategy), published_any.get(r.backbone))
+        out.append(
+            {
+                "Model": model_label(r.backbone, r.strategy, r.partial_stages),
+                "Split": r.split,
+                "Seed": _seed(r.seed),
+                "Best epoch": r.best_epoch,
+                "Train acc. %": _pct(r.train_accuracy),
+                "Val acc. %": _pct(r.val_accuracy),
+                "Gap (points)": _pct(r.train_val_gap),
+                "Test acc. %": _pct(r.accuracy),
+                "Study B val acc. %": ref,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def markdown(df: pd.DataFrame, title: str, note: str = "") -> str:
+    """A titled Markdown table with its caption."""
+    body = df.to_markdown(index=False, floatfmt=".2f") if len(df) else "(no rows)"
+    return f"### {title}\n\n{note}\n\n{body}\n" if note else f"### {title}\n\n{body}\n"
+
+
+def latex(df: pd.DataFrame, title: str, note: str) -> str:
+    """A LaTeX table with caption (booktabs style)."""
+    body = df.to_latex(index=False, float_format="%.2f", na_rep="--", escape=True)
+    return (
+        "\\begin{table}[t]\n\\centering\n\\small\n"
+        f"\\caption{{{title}. {_tex_escape(note)}}}\n{body}\\end{{table}}\n"
+    )
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", "\\textbackslash{}"),
+        ("%", "\\%"),
+        ("&", "\\&"),
+        ("_", "\\_"),
+        ("#", "\\#"),
+        ("±", "$\\pm$"),
+    ):
+        text = text.replace(a, b)
+    return text

@@ -1,0 +1,1 @@
+"""Tools outside the workflow's DAG: benchmark and sweep."""

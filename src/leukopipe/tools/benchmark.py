@@ -1,0 +1,505 @@
+"""Throughput measurements of every stage, written as rows anyone can rerun and compare.
+
+Data stage: the real step scripts (merge, split, augment, resize) run as subprocesses on a
+synthetic C-NMC copy, so the numbers include process start-up, imports and worker spawn, exactly
+as a pipeline job pays them; peak memory is the largest total PSS of a step's process tree
+(workers included, shared pages split between the processes that map them), sampled every 0.5 s.
+Per-core figures come from the same functions run in this process on one core (decode + hash,
+resize, one augmented sample).
+
+Training: the real loop (:func:`leukopipe.train.loop.train`, loader and device transform included)
+versus the same model's pure forward + backward + optimiser step on one random batch already on
+the device; their ratio says how much the input pipeline costs. Evaluation: batched inference of
+:func:`leukopipe.evaluate.inference.predict_store` over a stored pixel array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[3]
+# The real data: 73 training donors (47 ALL, 26 Hem) + 28 unseen donors in the labelled
+# preliminary test, ~12,500 labelled 450x450 images; the cell range gives ~124 per donor.
+CNMC_SUBJECTS = {"train_all_subjects": 47, "train_hem_subjects": 26,
+                 "prelim_all_subjects": 13, "prelim_hem_subjects": 15}
+CNMC_CELLS = (110, 138)
+STUDY_A = ("resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1", "efficientnet_b3")
+GPU_BACKBONES = ("resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1",
+                 "efficientnet_b3")
+
+
+@dataclass
+class Row:
+    """One measurement: what ran, how much, how fast, at which load."""
+
+    stage: str
+    setting: str
+    items: int
+    seconds: float
+    rate: float
+    unit: str
+    peak_mb: float | None = None
+    load: float | None = None  # 1-minute load average when the measurement ended
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_average() -> float:
+    """The 1-minute load average (how busy the machine was)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, versions and date that every benchmark table is stamped with."""
+    import PIL
+    import timm
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    with contextlib.suppress(ValueError, OSError):
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": socket.gethostname(),
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gb": mem_gb,
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load_average(),
+    }
+
+
+# --------------------------------------------------------------------------------- data stage
+
+
+def synthetic_spec(fraction: float, seed: int = 0) -> Any:
+    """A synthetic C-NMC of ``fraction`` x the real size (450 px, all donors, fewer cells each)."""
+    from leukopipe.data.synthetic import SyntheticSpec
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    lo = max(2, round(CNMC_CELLS[0] * fraction))
+    hi = max(lo, round(CNMC_CELLS[1] * fraction))
+    return SyntheticSpec(seed=seed, cells_per_subject=(lo, hi), final_images=20,
+                         image_size=450, **CNMC_SUBJECTS)
+
+
+def _tree_memory_mb(proc: Any) -> float:
+    """Proportional set size (RSS when PSS is unavailable) of a process and its descendants:
+    shared pages (the memory-mapped store, shared libraries) are split, not counted twice."""
+    import psutil
+
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            mem = p.memory_full_info()
+            total += getattr(mem, "pss", mem.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def run_step(argv: Sequence[str], log_path: Path,
+             interval: float = 0.5) -> tuple[float, float, float]:
+    """Run one step script (``python scripts/...``); return (wall s, peak memory MB, CPU s).
+
+    Peak memory is the largest total PSS of the step's process tree (workers included), sampled
+    every ``interval`` seconds. CPU seconds (user + system, workers included) hardly depend on
+    how busy the machine is, unlike wall time. Raises RuntimeError with the log's tail when the
+    step fails.
+    """
+    import psutil
+
+    pythonpath = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    peak = 0.0
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        ps = psutil.Process(proc.pid)
+        while True:
+            # wait4 (not poll) for the child's rusage: its CPU time includes its reaped workers
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            with contextlib.suppress(psutil.NoSuchProcess):
+                peak = max(peak, _tree_memory_mb(ps))
+            time.sleep(interval)
+    seconds = time.perf_counter() - start
+    cpu = usage.ru_utime + usage.ru_stime
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-15:])
+        raise RuntimeError(f"{shlex.join(argv)} failed ({proc.returncode}):\n{tail}")
+    return seconds, peak, cpu
+
+
+def data_stage(
+    raw_dir: Path,
+    work_dir: Path,
+    workers: Sequence[int] = (1, 2),
+    image_size: int = 224,
+    target_per_class: int = 10000,
+    split_mode: str = "image",
+    expected_size: int = 450,
+) -> list[Row]:
+    """merge -> split -> augment (train part) -> resize (val, test) with the real step scripts.
+
+    merge and augment run once per worker count (the last run's outputs feed the next step);
+    split and resize run once with the largest worker count.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    raw_json = work_dir / "raw.json"
+    raw_json.write_text(json.dumps({"raw_dir": str(raw_dir)}))
+    rows: list[Row] = []
+    top = max(workers)
+    for w in workers:
+        index, summary = work_dir / "index.parquet", work_dir / f"summary_w{w}.json"
+        secs, peak, cpu = run_step(["scripts/merge.py", "--raw-json", str(raw_json),
+                               "--expected-size", str(expected_size), "--workers", str(w),
+                               "--index-out", str(index), "--summary-out", str(summary)],
+                              work_dir / f"merge_w{w}.log")
+        inner = json.loads(summary.read_text())["throughput"]
+        rows.append(Row("merge (decode + sha256)", f"{w} worker(s)", inner["images"], secs,
+                        inner["images"] / secs, "img/s", peak, load_average(),
+                        f"in-step {inner['images_per_s']} img/s; CPU {cpu:.0f} s without "
+                        "the forkserver workers (not the step's children)"))
+    split_dir = work_dir / "splits"
+    secs, peak, cpu = run_step(["scripts/split.py", "--index", str(work_dir / "index.parquet"),
+                           "--mode", split_mode, "--test-fraction", "0.1", "--val-fraction", "0.1",
+                           "--seed", "42", "--out-dir", str(split_dir)],
+                          work_dir / "split.log")
+    n_index = len(pd.read_parquet(work_dir / "index.parquet", columns=["image_id"]))
+    rows.append(Row("split", split_mode, n_index, secs, n_index / secs, "img/s", peak,
+                    load_average(), f"CPU {cpu:.0f} s"))
+    for w in workers:
+        stats = work_dir / f"augment_w{w}.json"
+        secs, peak, cpu = run_step(["scripts/augment.py", "--train-manifest",
+                               str(split_dir / "train.parquet"), "--image-size", str(image_size),
+                               "--target-per-class", str(target_per_class), "--workers", str(w),
+                               "--manifest-out", str(work_dir / "train_balanced.parquet"),
+                               "--pixels-out", str(work_dir / "train_pixels.npy"),
+                               "--stats-out", str(stats)], work_dir / f"augment_w{w}.log")
+        st = json.loads(stats.read_text())
+        n = st["generated"] + st["originals"]
+        rows.append(Row("augment (materialise)", f"{w} worker(s), {image_size}px", n, secs,
+                        n / secs, "img/s", peak, load_average(),
+                        f"{st['generated']} generated + {st['originals']} originals; "
+                        f"CPU {cpu:.0f} s; in-step {st['images_per_s']} img/s"))
+    for part in ("val", "test"):
+        n = len(pd.read_parquet(split_dir / f"{part}.parquet", columns=["image_id"]))
+        secs, peak, cpu = run_step(["scripts/resize.py", "--manifest",
+                               str(split_dir / f"{part}.parquet"),
+                               "--image-size", str(image_size), "--workers", str(top),
+                               "--manifest-out", str(work_dir / f"{part}.parquet"),
+                               "--pixels-out", str(work_dir / f"{part}_pixels.npy")],
+                              work_dir / f"resize_{part}.log")
+        rows.append(Row(f"resize ({part})", f"{top} worker(s), {image_size}px", n, secs,
+                        n / secs, "img/s", peak, load_average(), f"CPU {cpu:.0f} s"))
+    return rows
+
+
+def _rate(fn: Callable[[], Any], n: int, unit: str, stage: str, setting: str,
+          note: str = "") -> Row:
+    # per CPU second of this (single-threaded) process: hardly changed by other jobs' load
+    start, cpu0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    secs, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    note = "; ".join(filter(None, [f"wall {n / secs:.0f} img/s", note]))
+    return Row(stage, setting, n, cpu, n / cpu, unit, None, load_average(), note)
+
+
+def per_core(paths: Sequence[Path], image_size: int = 224, n: int = 50) -> list[Row]:
+    """Single-process, single-thread cost of the data stage's per-image work (rates and
+    seconds are per CPU second, so they hold on a busy machine too)."""
+    import torch
+
+    from leukopipe.augment.transforms import AugmentConfig, augment_one
+    from leukopipe.data.imageio import load_rgb
+    from leukopipe.data.merge import inspect_image
+
+    if not paths:
+        raise ValueError("per_core: no image files given")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cyc = [paths[i % len(paths)] for i in range(n)]
+        it = iter(cyc)
+        rows = [_rate(lambda: inspect_image(next(it)), n, "img/s/core", "per core",
+                      "merge: read + sha256 + decode")]
+        it = iter(cyc)
+        rows.append(_rate(lambda: load_rgb(next(it), image_size), n, "img/s/core", "per core",
+                          f"decode + resize to {image_size}px (an original)"))
+        img = load_rgb(paths[0], image_size)
+        cfg = AugmentConfig()
+        seeds = iter(range(n))
+        rows.append(_rate(lambda: augment_one(img, next(seeds), cfg), n, "img/s/core",
+                          "per core", f"nine transforms on a {image_size}px image",
+                          "excludes decoding its source"))
+    finally:
+        torch.set_num_threads(previous)
+    return rows
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def loader_rate(pixels: Path, batch_size: int, workers: int, batches: int = 50,
+                device: str = "cpu") -> Row:
+    """Batches/s the training DataLoader delivers from a store (no model; pinned when
+    ``device`` is CUDA, as in training)."""
+    import torch
+
+    from leukopipe.train.loader import BatchDataset, EpochBatchSampler, make_loader, open_store
+
+    n = len(open_store(pixels))
+    ds = BatchDataset(pixels, np.zeros(n, dtype=np.int64))
+    sampler = EpochBatchSampler(n, batch_size, shuffle=True, seed=0)
+    loader = make_loader(ds, sampler, workers, torch.device(device))
+    done, start, epoch = 0, None, 0
+    while done < batches:
+        sampler.set_epoch(epoch)
+        for _ in loader:
+            if start is None:  # the first batch pays worker start-up
+                start = time.perf_counter()
+                continue
+            done += 1
+            if done >= batches:
+                break
+        epoch += 1
+    secs = time.perf_counter() - start
+    pinned = ", pinned" if torch.device(device).type == "cuda" else ""
+    return Row("loader", f"batch {batch_size}, {workers} worker(s), shuffled{pinned}", done, secs,
+               done / secs, "batch/s", None, load_average(),
+               f"= {done * batch_size / secs:.0f} img/s")
+
+
+def pure_step_rate(backbone: str, image_size: int, batch_size: int, device: str = "cpu",
+                   steps: int = 10, warmup: int = 2, amp: str = "bf16",
+                   channels_last: bool | None = None, compile: bool = False) -> Row:
+    """images/s of forward + backward + Adam step on one random batch already on the device."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from leukopipe.train.loop import _numerics
+    from leukopipe.train.models import build_model
+
+    dev = torch.device(device)
+    cl = dev.type == "cuda" if channels_last is None else channels_last
+    use_amp = dev.type == "cuda" and amp != "none"
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    with _numerics(dev):  # the real loop's numerics: same kernels
+        model = build_model(backbone).to(dev).train()
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        fwd = torch.compile(model) if compile else model
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        x = torch.randn(batch_size, 3, image_size, image_size, device=dev)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 2, (batch_size,), device=dev)
+
+        def step() -> None:
+            with torch.autocast(dev.type, dtype=dtype, enabled=use_amp):
+                loss = F.cross_entropy(fwd(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(warmup):
+            step()
+        _sync(dev)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(dev)
+        secs = time.perf_counter() - start
+    n = steps * batch_size
+    return Row("train step (pure)", _train_setting(backbone, image_size, batch_size, dev, amp, cl,
+                                                   compile), n, secs, n / secs, "img/s", None,
+               load_average(), "random batch on the device: fwd + bwd + Adam")
+
+
+def _train_setting(backbone: str, size: int, batch: int, dev: Any, amp: str, cl: bool,
+                   compile: bool) -> str:
+    bits = [backbone, f"{size}px", f"batch {batch}", dev.type]
+    if dev.type == "cuda":
+        bits += [amp, "channels_last" if cl else "NCHW", "compiled" if compile else "eager"]
+    return ", ".join(bits)
+
+
+def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path,
+                   val_manifest: Path, batch_size: int, device: str = "cpu",
+                   max_images: int | None = None, epochs: int = 2, workers: int | str = "auto",
+                   amp: str = "bf16", compile: bool = False) -> Row:
+    """images/s of the real training loop (median training pass of epochs 2..n)."""
+    import torch
+
+    from leukopipe.train.loop import TrainConfig, train
+
+    frame = pd.read_parquet(manifest)
+    if "store_row" not in frame.columns:
+        frame["store_row"] = np.arange(len(frame), dtype=np.int64)
+    if max_images is not None and len(frame) > max_images:
+        frame = frame.sample(n=max_images, random_state=0).sort_values("store_row")
+    dev = torch.device(device)
+    with tempfile.TemporaryDirectory(prefix="leukopipe-bench-") as tmp:
+        sub = Path(tmp) / "train.parquet"
+        frame.to_parquet(sub)
+        cfg = TrainConfig(backbone=backbone, strategy="full", epochs=epochs, patience=epochs,
+                          batch_size=batch_size, eval_batch_size=max(batch_size, 256),
+                          workers=workers, amp=amp, compile=compile)
+        result = train(cfg, sub, pixels, val_manifest, val_pixels, Path(tmp) / "out",
+                       Path(tmp) / "state", device=device)
+        history = pd.read_parquet(result["history"])
+    # epoch 1 pays loader start-up, cuDNN autotuning and compilation
+    steady = history["images_per_s"].iloc[1:] if len(history) > 1 else history["images_per_s"]
+    rate = float(np.median(steady))
+    n = len(frame)
+    return Row("train loop (real)", _train_setting(backbone, int(np.load(pixels, mmap_mode="r")
+                                                                 .shape[1]), batch_size, dev, amp,
+                                                   dev.type == "cuda", compile),
+               n * len(steady), n * len(steady) / rate, rate, "img/s", None, load_average(),
+               f"{n} images/epoch, loader workers {workers}, median of epochs 2..{epochs}")
+
+
+def inference_rate(backbone: str, pixels: Path, batch_size: int, device: str = "cpu",
+                   max_images: int | None = None) -> Row:
+    """images/s of :func:`~leukopipe.evaluate.inference.predict_store` (random weights)."""
+    import torch
+
+    from leukopipe.evaluate.inference import Classifier
+    from leukopipe.train.models import build_model, normalisation
+
+    store = np.load(pixels, mmap_mode="r")
+    if max_images is not None:
+        store = store[:max_images]
+    dev = torch.device(device)
+    model = build_model(backbone).to(dev).eval()
+    if dev.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    mean, std = normalisation(backbone)
+    shape = (1, 3, 1, 1)
+    clf = Classifier(model, {"image_size": store.shape[1]}, dev,
+                     torch.tensor(mean, device=dev).view(shape) * 255.0,
+                     torch.tensor(std, device=dev).view(shape) * 255.0)
+    from leukopipe.evaluate.inference import predict_store
+
+    predict_store(clf, store[: min(len(store), batch_size)], batch_size)  # warm-up
+    _sync(dev)
+    start = time.perf_counter()
+    predict_store(clf, store, batch_size)
+    _sync(dev)
+    secs = time.perf_counter() - start
+    return Row("evaluate (batched inference)",
+               f"{backbone}, {store.shape[1]}px, batch {batch_size}, {dev.type}", len(store), secs,
+               len(store) / secs, "img/s", None, load_average())
+
+
+def estimate_study_a(train_rates: dict[str, float], eval_rates: dict[str, float],
+                     n_train: int = 20000, n_val: int = 1250, epochs: int = 50) -> dict[str, float]:
+    """Hours per backbone (and total) for Study A at most ``epochs`` epochs (early stopping
+    only shortens it): each epoch = one training pass + one validation pass."""
+    hours = {}
+    for b, rate in train_rates.items():
+        per_epoch = n_train / rate + n_val / eval_rates.get(b, rate * 3)
+        hours[b] = epochs * per_epoch / 3600
+    hours["total"] = sum(hours.values())
+    return hours
+
+
+# ----------------------------------------------------------------------------------- output
+
+
+def markdown(rows: Sequence[Row], info: dict[str, Any], command: str, title: str) -> str:
+    """A section for docs/benchmarks.md: stamp (machine, versions, command, date) + table."""
+    gpu = info.get("gpu") or "none"
+    out = [
+        f"### {title}",
+        "",
+        f"- date: {info['date']}; host {info['host']}; load average at start "
+        f"{info['load_average']}",
+        f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB RAM, GPU: {gpu}",
+        f"- versions: Python {info['python']}, torch {info['torch']}, timm {info['timm']}, "
+        f"numpy {info['numpy']}, Pillow {info['pillow']}",
+        f"- command: `{command}`",
+        "",
+        "| stage | setting | items | seconds | rate | peak PSS (MB) | load | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        peak = f"{r.peak_mb:.0f}" if r.peak_mb is not None else ""
+        load = f"{r.load:.2f}" if r.load is not None else ""
+        out.append(f"| {r.stage} | {r.setting} | {r.items} | {r.seconds:.2f} | "
+                   f"{r.rate:.1f} {r.unit} | {peak} | {load} | {r.note} |")
+    return "\n".join(out) + "\n"
+
+
+def rows_json(rows: Sequence[Row], info: dict[str, Any], command: str) -> dict[str, Any]:
+    """The same measurements as plain data."""
+    return {"machine": info, "command": command, "rows": [asdict(r) for r in rows]}
+
+
+def random_store(out_dir: Path, n: int, size: int, name: str, seed: int = 0) -> tuple[Path, Path]:
+    """A store of random pixels + manifest (speed does not depend on the pixel values), so
+    training and inference can be measured without running the data stage first."""
+    from leukopipe.augment.pixel_store import create_store
+    from leukopipe.workflow.atomic import write_parquet
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels, manifest = out_dir / f"{name}_pixels.npy", out_dir / f"{name}.parquet"
+    if pixels.is_file() and manifest.is_file():
+        arr = np.load(pixels, mmap_mode="r")
+        if arr.shape == (n, size, size, 3):
+            return pixels, manifest
+    rng = np.random.default_rng(seed)
+    with create_store(pixels, n, size) as store:
+        for start in range(0, n, 256):
+            stop = min(n, start + 256)
+            store[start:stop] = rng.integers(0, 256, (stop - start, size, size, 3), dtype=np.uint8)
+    labels = np.arange(n) % 2
+    write_parquet(manifest, pd.DataFrame({"image_id": [f"r{i}" for i in range(n)],
+                                          "label": labels.astype(np.int64),
+                                          "store_row": np.arange(n, dtype=np.int64)}))
+    return pixels, manifest

@@ -1,0 +1,166 @@
+"""ImageNet weights as local files, so that training never touches the network.
+
+Compute nodes are often offline: ``fetch`` runs where there is internet (the login node, the
+``fetch_weights`` rule) and stores timm's pretrained state_dict as safetensors plus a small
+JSON with timm's pretrained config; ``load_pretrained`` reads that file on the compute node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from leukopipe.train.models import classifier_names, is_head_key
+from leukopipe.workflow.atomic import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+FETCH_SCRIPT = "scripts/fetch_weights.py"
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights are unavailable or do not fit the model."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """The local weights file is missing."""
+
+
+def weights_path(weights_dir: str | os.PathLike[str], backbone: str) -> Path:
+    """Where the weights of ``backbone`` live: ``<weights_dir>/<backbone>.safetensors``."""
+    return Path(weights_dir) / f"{backbone}.safetensors"
+
+
+def meta_path(weights_file: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar next to a weights file (timm's pretrained config, backbone name)."""
+    weights_file = Path(weights_file)
+    return weights_file.with_name(weights_file.name.removesuffix(".safetensors") + ".json")
+
+
+def fetch_command(backbone: str, dest: str | os.PathLike[str]) -> str:
+    """The shell command that downloads the weights of ``backbone`` to ``dest``."""
+    return f"python {FETCH_SCRIPT} --backbone {backbone} --out {dest}"
+
+
+def save_weights(
+    model: nn.Module,
+    dest: str | os.PathLike[str],
+    backbone: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write ``model``'s state_dict as safetensors plus its JSON sidecar."""
+    dest = Path(dest)
+    # clone(): safetensors refuses tensors that share storage.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(dest) as tmp:
+        save_file(tensors, str(tmp), metadata={"backbone": backbone, "format": "pt"})
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    write_json(
+        meta_path(dest),
+        {
+            "backbone": backbone,
+            "timm_version": timm.__version__,
+            "pretrained_cfg": dict(cfg),
+            "num_tensors": len(tensors),
+            **(extra or {}),
+        },
+    )
+    return dest
+
+
+def fetch(backbone: str, dest: str | os.PathLike[str], force: bool = False) -> Path:
+    """Download timm's ImageNet weights of ``backbone`` to ``dest`` (skipped if present)."""
+    dest = Path(dest)
+    if dest.exists() and not force:
+        log.info("weights for %s already present at %s; skipping download", backbone, dest)
+        return dest
+    if not timm.is_model(backbone):
+        raise WeightsError(f"unknown backbone {backbone!r}: not a timm model name")
+    log.info("downloading ImageNet weights for %s (Hugging Face Hub via timm)", backbone)
+    try:
+        model = timm.create_model(backbone, pretrained=True)
+    except Exception as exc:  # network, hub and missing-config errors all mean the same here
+        raise WeightsError(
+            f"could not download ImageNet weights for {backbone!r} into {dest} "
+            f"({type(exc).__name__}: {exc}). Compute nodes are often offline: run "
+            f"`{fetch_command(backbone, dest)}` on a machine with internet access (e.g. the "
+            f"login node), then copy {dest.name} and {meta_path(dest).name} into {dest.parent}/"
+        ) from exc
+    return save_weights(model, dest, backbone, extra={"source": "timm pretrained=True"})
+
+
+def load_pretrained(
+    model: nn.Module, path: str | os.PathLike[str], backbone: str
+) -> dict[str, Any]:
+    """Load backbone weights from ``path`` into ``model``; its head stays freshly initialised.
+
+    The file's classifier is dropped (its class count is ImageNet's); every other tensor of the
+    model must be found in the file with the same shape, and the file must hold nothing else.
+    Returns a short report (tensors loaded, keys dropped).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"pretrained weights for {backbone!r} not found: {path}. Fetch them on a machine with "
+            f"internet access with `{fetch_command(backbone, path)}` (or run the pipeline's "
+            "fetch_weights rule) and copy the file there; pass --pretrained-weights none to "
+            "train from scratch instead"
+        )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(
+            f"cannot read weights file {path} ({exc}); delete it and fetch it again with "
+            f"`{fetch_command(backbone, path)}`"
+        ) from exc
+    _warn_if_other_backbone(path, backbone)
+
+    heads = classifier_names(model)
+    dropped = sorted(k for k in state if is_head_key(k, heads))
+    state = {k: v for k, v in state.items() if not is_head_key(k, heads)}
+    own = {k: v for k, v in model.state_dict().items() if not is_head_key(k, heads)}
+
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        details = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("shape mismatch", mismatched)):
+            if keys:
+                details.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}")
+        raise WeightsError(
+            f"weights file {path} does not fit backbone {backbone!r}: " + "; ".join(details)
+            + f". Is it the file for another backbone? Fetch the right one with "
+            f"`{fetch_command(backbone, path)}`"
+        )
+    with torch.no_grad():
+        result = model.load_state_dict(state, strict=False)
+    # load_state_dict reports head keys as missing: those are expected, nothing else may be.
+    leftover = [k for k in result.missing_keys if not is_head_key(k, heads)]
+    if leftover or result.unexpected_keys:
+        not_loaded = leftover + list(result.unexpected_keys)
+        raise WeightsError(f"weights file {path}: keys not loaded: {not_loaded}")
+    return {"path": str(path), "loaded": len(state), "dropped_head_keys": dropped}
+
+
+def _warn_if_other_backbone(path: Path, backbone: str) -> None:
+    sidecar = meta_path(path)
+    if not sidecar.is_file():
+        return
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8")).get("backbone")
+    except (OSError, ValueError):
+        return
+    if recorded and recorded != backbone:
+        # Allowed (e.g. resnet50.tv_in1k weights for resnet50); key/shape checks still apply.
+        log.warning("weights file %s was fetched for %r, loading into %r", path, recorded, backbone)

@@ -1,0 +1,1 @@
+"""Workflow plumbing: config, rule-file helpers, step CLIs, atomic writes, provenance."""
