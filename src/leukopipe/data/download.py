@@ -31,6 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from leukopipe import __version__
+from leukopipe.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s
 _HASH_CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """The archive could not be obtained (network, server or bad response)."""
 
 
@@ -63,7 +64,7 @@ class UnsafeArchiveError(DownloadError):
     """An archive member would be written outside the extraction folder."""
 
 
-class RawDataMissingError(FileNotFoundError):
+class RawDataMissingError(UserError, FileNotFoundError):
     """``source: existing`` was configured but the raw-data folder is missing or empty."""
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from leukopipe.errors import UserError
+
 LABELS_CSV = "C-NMC_test_prelim_phase_data_labels.csv"
 PRELIM = "C-NMC_test_prelim_phase_data"
 FINAL = "C-NMC_test_final_phase_data"
 
 
-class RawDataError(ValueError):
+class RawDataError(UserError, ValueError):
     """The raw data on disk is not usable; the message names the file or folder."""
 
 

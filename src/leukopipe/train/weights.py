@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from leukopipe.errors import UserError
 from leukopipe.train.models import classifier_names, is_head_key
 from leukopipe.workflow.atomic import atomic_path, write_json
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 FETCH_SCRIPT = "scripts/fetch_weights.py"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Pretrained weights are unavailable or do not fit the model."""
 
 

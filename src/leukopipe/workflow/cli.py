@@ -7,13 +7,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from leukopipe.data.raw_layout import RawDataError
-from leukopipe.workflow.config import ConfigError
+from leukopipe.errors import UserError
 
 # errors whose message already tells the user what is wrong and what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    RawDataError,
-    ConfigError,
+    UserError,
     FileNotFoundError,
     ValueError,
 )

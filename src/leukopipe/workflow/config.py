@@ -16,13 +16,14 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
+from leukopipe.errors import UserError
 from leukopipe.workflow.split_modes import split_ids
 
 SCHEMA_FILE = "config.schema.json"
 DEFAULT_SPLIT = "image"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is not allowed; the message is one line for the user."""
 
 
