@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 
-.PHONY: env demo test lint benchmark clean-demo
+.PHONY: env demo test lint benchmark stale clean-demo
 
 env: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 # appends stamped rows to docs/benchmarks.md.
 benchmark: $(STAMP)
 	$(VENV)/bin/python scripts/benchmark.py --fraction 0.05 --train-size 64 --append docs/benchmarks.md
+
+# Finished outputs whose code changed in substance since they were made, and which files.
+stale: $(STAMP)
+	PYTHONPATH=src $(VENV)/bin/python scripts/stale.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
