@@ -42,6 +42,8 @@ import torch
 import torchvision.transforms.v2.functional as F  # noqa: N812  (torchvision's own idiom)
 from torchvision.transforms import InterpolationMode
 
+from leukopipe.workflow.schema import defaults
+
 # Bump when the meaning of a params dict changes, so old manifests are rejected, not misread.
 PARAMS_VERSION = 1
 
@@ -52,28 +54,32 @@ JITTER_NAMES = ("brightness", "contrast", "saturation", "hue")
 _FILL = 0
 
 
+_DEFAULTS = defaults("augment.transforms")
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Parameters of the nine transforms; defaults are the study's values."""
+    """Parameters of the nine transforms; the defaults are the study's values, kept in the
+    config schema (``augment.transforms``)."""
 
-    hflip_p: float = 0.5
-    vflip_p: float = 0.5
-    rotation_deg: float = 25.0
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    hue: float = 0.05
-    crop_scale: tuple[float, float] = (0.7, 1.0)
-    crop_ratio: tuple[float, float] = (0.75, 1.33)
-    translate: float = 0.05
-    scale: tuple[float, float] = (0.95, 1.05)
-    shear_deg: float = 10.0
-    blur_kernel: int = 3
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    sharpness_factor: float = 2.0
-    sharpness_p: float = 0.3
-    perspective_distortion: float = 0.2
-    perspective_p: float = 0.3
+    hflip_p: float = _DEFAULTS["hflip_p"]
+    vflip_p: float = _DEFAULTS["vflip_p"]
+    rotation_deg: float = _DEFAULTS["rotation_deg"]
+    brightness: float = _DEFAULTS["brightness"]
+    contrast: float = _DEFAULTS["contrast"]
+    saturation: float = _DEFAULTS["saturation"]
+    hue: float = _DEFAULTS["hue"]
+    crop_scale: tuple[float, float] = tuple(_DEFAULTS["crop_scale"])
+    crop_ratio: tuple[float, float] = tuple(_DEFAULTS["crop_ratio"])
+    translate: float = _DEFAULTS["translate"]
+    scale: tuple[float, float] = tuple(_DEFAULTS["scale"])
+    shear_deg: float = _DEFAULTS["shear_deg"]
+    blur_kernel: int = _DEFAULTS["blur_kernel"]
+    blur_sigma: tuple[float, float] = tuple(_DEFAULTS["blur_sigma"])
+    sharpness_factor: float = _DEFAULTS["sharpness_factor"]
+    sharpness_p: float = _DEFAULTS["sharpness_p"]
+    perspective_distortion: float = _DEFAULTS["perspective_distortion"]
+    perspective_p: float = _DEFAULTS["perspective_p"]
 
     def __post_init__(self) -> None:
         for name in ("crop_scale", "crop_ratio", "scale", "blur_sigma"):

@@ -1,7 +1,8 @@
-"""Load and validate the pipeline configuration, and expand its experiment grid.
+"""Validate the pipeline configuration, fill its defaults, and expand its experiment grid.
 
 Validation happens once, when the Snakefile is parsed, so a wrong value fails before any
 job is submitted. Each failure is one line naming the key, the bad value and what is allowed.
+Every optional key then holds its schema default, so the rest of the workflow reads plain keys.
 """
 
 from __future__ import annotations
@@ -9,29 +10,27 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.schema import fill_defaults, load_schema
 from leukopipe.workflow.split_modes import split_ids
 
-SCHEMA_FILE = "config.schema.json"
-DEFAULT_SPLIT = "image"
+# Keys that earlier versions had; the message says where the setting went.
+RETIRED_KEYS = {
+    ("merge", "workers"): "worker counts follow the rule's threads: --set-threads merge=N",
+    ("augment", "workers"): "worker counts follow the rule's threads: --set-threads augment=N",
+    ("data", "synthetic", "workers"): (
+        "worker counts follow the rule's threads: --set-threads download=N"
+    ),
+}
 
 
 class ConfigError(UserError, ValueError):
     """A configuration value is not allowed; the message is one line for the user."""
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict[str, Any]:
-    """The JSON schema of the configuration (package data ``workflow/config.schema.json``)."""
-    text = resources.files("leukopipe.workflow").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
-    return json.loads(text)
 
 
 def _key(path: Any) -> str:
@@ -90,31 +89,45 @@ def _format(err: jsonschema.exceptions.ValidationError) -> str:
     )
 
 
+def _check_retired(config: dict[str, Any]) -> None:
+    for path, where in RETIRED_KEYS.items():
+        node: Any = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            raise ConfigError(f"config error: {'.'.join(path)} is no longer a setting; {where}")
+    if "merge" in config and config["merge"] in ({}, None):
+        del config["merge"]  # an empty leftover section of an older config
+
+
 def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[str, Any]:
-    """Validate ``config`` against the schema and the semantic rules; return it unchanged.
+    """Validate ``config`` against the schema and the semantic rules, filling every missing
+    optional key with its schema default (in place); return it.
 
     Raises ConfigError with a one-line message naming the key, value and what is allowed.
     """
+    _check_retired(config)
+    if isinstance(config, dict):
+        fill_defaults(config)
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:
         # report the shallowest error first: a wrong section type explains the rest
         raise ConfigError(_format(jsonschema.exceptions.best_match(errors)))
     for i, pair_key in ((0, "crop_scale"), (0, "crop_ratio"), (0, "scale"), (0, "blur_sigma")):
-        pair = config["augment"].get("transforms", {}).get(pair_key)
-        if pair is not None and not (0 <= pair[i] <= pair[1]):
+        pair = config["augment"]["transforms"][pair_key]
+        if not (0 <= pair[i] <= pair[1]):
             raise ConfigError(
                 f"config error: augment.transforms.{pair_key} = {json.dumps(pair)} is not allowed;"
                 " expected [low, high] with 0 <= low <= high"
             )
-    syn = config["data"].get("synthetic", {})
-    cps = syn.get("cells_per_subject")
-    if cps is not None and cps[0] > cps[1]:
+    cps = config["data"]["synthetic"]["cells_per_subject"]
+    if cps[0] > cps[1]:
         raise ConfigError(
             f"config error: data.synthetic.cells_per_subject = {json.dumps(cps)} is not allowed;"
             " expected [low, high] with low <= high"
         )
-    if config["data"]["source"] == "url" and not config["data"].get("url"):
+    if config["data"]["source"] == "url" and not config["data"]["url"]:
         raise ConfigError(
             'config error: data.url = null is not allowed when data.source is "url";'
             " expected the archive's URL"
@@ -128,7 +141,7 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
 def _check_ensembles(config: dict[str, Any]) -> None:
     groups = {g["name"] for g in config["experiments"]}
     known = expand_experiments(config)
-    for ei, ens in enumerate(config.get("ensembles", [])):
+    for ei, ens in enumerate(config["ensembles"]):
         for gi, g in enumerate(ens.get("groups", [])):
             if g not in groups:
                 raise ConfigError(
@@ -192,10 +205,10 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
     """The experiment grid, keyed by name; groups that list the same job share it."""
     out: dict[str, Experiment] = {}
     for group in config["experiments"]:
-        mode = group.get("split", DEFAULT_SPLIT)
+        mode = group["split"]
         # a cross-validated group is k ordinary experiments, one per fold's split
-        splits = split_ids(int(config["split"].get("folds", 5))) if mode == "cv" else [mode]
-        stages = int(group.get("partial_stages", 2))
+        splits = split_ids(int(config["split"]["folds"])) if mode == "cv" else [mode]
+        stages = int(group["partial_stages"])
         for split in splits:
             fold = int(split.rsplit("-f", 1)[1]) if mode == "cv" else None
             for backbone in group["backbones"]:
@@ -230,9 +243,9 @@ def ensemble_members(config: dict[str, Any], ensemble: dict[str, Any]) -> dict[s
 
 def _in_group(exp: Experiment, group: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether ``group`` lists ``exp`` (an experiment may be listed by several groups)."""
-    mode = group.get("split", DEFAULT_SPLIT)
+    mode = group["split"]
     split_ok = exp.split == mode or (mode == "cv" and exp.fold is not None)
-    stages_ok = exp.strategy != "partial" or exp.partial_stages == group.get("partial_stages", 2)
+    stages_ok = exp.strategy != "partial" or exp.partial_stages == group["partial_stages"]
     return (
         split_ok
         and stages_ok
@@ -250,7 +263,7 @@ def ensemble_name(split: str, name: str) -> str:
 def expand_ensembles(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every ensemble job, keyed by its identifier: name, split and member experiments."""
     out = {}
-    for ens in config.get("ensembles", []):
+    for ens in config["ensembles"]:
         for split, members in ensemble_members(config, ens).items():
             out[ensemble_name(split, ens["name"])] = {
                 "name": ens["name"],
