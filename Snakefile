@@ -4,15 +4,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from leukopipe.workflow.config import ConfigError, validate
+from leukopipe.errors import UserError
+from leukopipe.workflow.config import validate
 
 
 configfile: "config.yaml"
 
 
 try:
+    # fills every optional key with its schema default: rules read plain keys
     validate(config)
-except ConfigError as exc:
+except UserError as exc:
     sys.exit(str(exc))
 
 
@@ -25,6 +27,7 @@ include: "rules/data.smk"
 include: "rules/augment.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 localrules:

@@ -4,19 +4,19 @@
 
 rule augment:
     input:
-        train=f"{R}/splits/{{split}}/train.parquet",
-        code=step_code("augment"),
+        train=f"{RESULTS}/splits/{{split}}/train.parquet",
     output:
-        manifest=f"{R}/augment/{{split}}/train_balanced.parquet",
-        pixels=f"{R}/augment/{{split}}/train_pixels.npy",
-        stats=f"{R}/augment/{{split}}/train_stats.json",
+        manifest=f"{RESULTS}/augment/{{split}}/train_balanced.parquet",
+        pixels=f"{RESULTS}/augment/{{split}}/train_pixels.npy",
+        stats=f"{RESULTS}/augment/{{split}}/train_stats.json",
     log:
-        f"{R}/logs/augment/{{split}}.log",
+        f"{RESULTS}/logs/augment/{{split}}.log",
     benchmark:
-        f"{R}/benchmarks/augment/{{split}}.tsv"
+        f"{RESULTS}/benchmarks/augment/{{split}}.tsv"
     conda:
         "../envs/data.yaml"
-    threads: config["augment"].get("workers", 1)
+    # processes generating samples
+    threads: 4
     resources:
         mem_mb=8000,
         runtime=120,
@@ -24,31 +24,53 @@ rule augment:
         image_size=config["augment"]["image_size"],
         target=config["augment"]["target_per_class"],
         seed=config["augment"]["seed"],
-        transforms=as_json(config["augment"].get("transforms", {})),
+        transforms=as_json(config["augment"]["transforms"]),
+        raw_dir=get_raw_dir,
+        code=get_code("augment"),
     shell:
-        "python scripts/augment.py --train-manifest {input.train} --image-size {params.image_size} --target-per-class {params.target} --seed {params.seed} --transforms-json '{params.transforms}' --workers {threads} --manifest-out {output.manifest} --pixels-out {output.pixels} --stats-out {output.stats} 2> {log}"
+        "python scripts/augment.py"
+        " --train-manifest {input.train}"
+        " --raw-dir {params.raw_dir:q}"
+        " --image-size {params.image_size}"
+        " --target-per-class {params.target}"
+        " --seed {params.seed}"
+        " --transforms-json '{params.transforms}'"
+        " --workers {threads}"
+        " --manifest-out {output.manifest}"
+        " --pixels-out {output.pixels}"
+        " --stats-out {output.stats}"
+        " 2> {log}"
 
 
 rule resize:
     input:
-        manifest=f"{R}/splits/{{split}}/{{part}}.parquet",
-        code=step_code("resize"),
+        manifest=f"{RESULTS}/splits/{{split}}/{{part}}.parquet",
     output:
-        manifest=f"{R}/augment/{{split}}/{{part}}.parquet",
-        pixels=f"{R}/augment/{{split}}/{{part}}_pixels.npy",
+        manifest=f"{RESULTS}/augment/{{split}}/{{part}}.parquet",
+        pixels=f"{RESULTS}/augment/{{split}}/{{part}}_pixels.npy",
     log:
-        f"{R}/logs/resize/{{split}}_{{part}}.log",
+        f"{RESULTS}/logs/resize/{{split}}_{{part}}.log",
     benchmark:
-        f"{R}/benchmarks/resize/{{split}}_{{part}}.tsv"
+        f"{RESULTS}/benchmarks/resize/{{split}}_{{part}}.tsv"
     wildcard_constraints:
         part="val|test",
     conda:
         "../envs/data.yaml"
-    threads: config["augment"].get("workers", 1)
+    # processes decoding images
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
     params:
         image_size=config["augment"]["image_size"],
+        raw_dir=get_raw_dir,
+        code=get_code("resize"),
     shell:
-        "python scripts/resize.py --manifest {input.manifest} --image-size {params.image_size} --workers {threads} --manifest-out {output.manifest} --pixels-out {output.pixels} 2> {log}"
+        "python scripts/resize.py"
+        " --manifest {input.manifest}"
+        " --raw-dir {params.raw_dir:q}"
+        " --image-size {params.image_size}"
+        " --workers {threads}"
+        " --manifest-out {output.manifest}"
+        " --pixels-out {output.pixels}"
+        " 2> {log}"

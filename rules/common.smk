@@ -1,25 +1,225 @@
-# Names shared by the rule files; the helpers themselves live in src/leukopipe/workflow/rules.py.
+# Every decision the rule files need, as named functions; the rules themselves only declare.
+#
+# Params that Snakemake compares between runs (plain values and functions of wildcards) are
+# what a step's outputs depend on: settings, the data's identity and the code's fingerprint.
+# Locations and speed settings (where the raw copy or the weights are, batch sizes for
+# inference, compile) change no result, so they come from functions that take ``output`` or
+# ``threads``: Snakemake treats such params as derived and never reruns a job because of them.
+import shlex
+from pathlib import Path
+
+from leukopipe.data.raw_identity import CACHE_NAME, download_identity, merge_identity
+from leukopipe.train.weights import weights_path
+from leukopipe.workflow.code_fingerprint import code_fingerprint
 from leukopipe.workflow.rules import (
     as_json,
     comparison_metrics,
     ensemble_meta,
     evaluate_outputs,
     expand_ensembles,
+    expand_experiments,
+    experiment_record,
+    final_targets,
     gradcam_grids,
     gradcam_options,
-    output_flags,
-    expand_experiments,
-    experiment_meta,
-    final_targets,
     option,
-    step_code,
+    output_flags,
     results_dir,
-    used_splits,
-    weights_input,
-    without_workers,
+    train_provenance,
+    weights_record,
 )
+from leukopipe.workflow.split_modes import split_wildcard_pattern
 
-R = results_dir(config)
+RESULTS = results_dir(config)
 EXPERIMENTS = expand_experiments(config)
 ENSEMBLES = expand_ensembles(config)
-SPLIT_MODES = used_splits(config)
+# file hashes of the raw copy, keyed by size and mtime (never written under the raw folder)
+RAW_HASH_CACHE = Path(RESULTS) / "data" / CACHE_NAME
+
+
+# ------------------------------------------------------------------------------ code
+
+
+def get_code(step):
+    """Substance fingerprint of scripts/<step>.py and every package module it imports."""
+    return code_fingerprint(Path(workflow.basedir) / "scripts" / f"{step}.py")
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def get_download_identity(wildcards):
+    """The raw data's source, and an existing copy's content: download's rerun trigger."""
+    return download_identity(config["data"], RAW_HASH_CACHE)
+
+
+def get_merge_identity(wildcards):
+    """The raw data's content: merge (and all after it) reruns exactly when it changes."""
+    return merge_identity(
+        config["data"], Path(RESULTS) / "data" / "raw.json", RAW_HASH_CACHE
+    )
+
+
+def get_raw_dir(wildcards, output):
+    """Where the raw copy is now (a location: derived param, never a rerun trigger)."""
+    return config["data"]["raw_dir"]
+
+
+def get_download_locations(wildcards, output):
+    """Archive URL and folder of source: url (locations: never rerun triggers)."""
+    data = config["data"]
+    return " ".join(
+        [option("--url", data["url"]), option("--archive-dir", data["archive_dir"])]
+    )
+
+
+def get_split_dir(wildcards, output):
+    return str(Path(output.audit).parent)
+
+
+def get_split_pattern():
+    return split_wildcard_pattern()
+
+
+# ------------------------------------------------------------------------------ per experiment
+
+
+def _split_of(wildcards):
+    return EXPERIMENTS[wildcards.exp].split
+
+
+def get_train_manifest(wildcards):
+    return f"{RESULTS}/augment/{_split_of(wildcards)}/train_balanced.parquet"
+
+
+def get_train_pixels(wildcards):
+    return f"{RESULTS}/augment/{_split_of(wildcards)}/train_pixels.npy"
+
+
+def get_val_manifest(wildcards):
+    return f"{RESULTS}/augment/{_split_of(wildcards)}/val.parquet"
+
+
+def get_val_pixels(wildcards):
+    return f"{RESULTS}/augment/{_split_of(wildcards)}/val_pixels.npy"
+
+
+def get_test_manifest(wildcards):
+    return f"{RESULTS}/augment/{_split_of(wildcards)}/test.parquet"
+
+
+def get_test_pixels(wildcards):
+    return f"{RESULTS}/augment/{_split_of(wildcards)}/test_pixels.npy"
+
+
+def get_backbone(wildcards):
+    return EXPERIMENTS[wildcards.exp].backbone
+
+
+def get_strategy(wildcards):
+    return EXPERIMENTS[wildcards.exp].strategy
+
+
+def get_partial_stages(wildcards):
+    return EXPERIMENTS[wildcards.exp].partial_stages
+
+
+def get_seed(wildcards):
+    return EXPERIMENTS[wildcards.exp].seed
+
+
+def get_weights_record(wildcards):
+    """The record of the pretrained weights (none when training from scratch)."""
+    return weights_record(config, EXPERIMENTS[wildcards.exp].backbone)
+
+
+def get_weights_file(wildcards, output):
+    """The weight file in weights.dir (a location: never a rerun trigger)."""
+    return str(weights_path(config["weights"]["dir"], wildcards.backbone))
+
+
+def get_pretrained_flag(wildcards, input):
+    """--pretrained-weights for train: the file in weights.dir that the record describes."""
+    if not input.weights:
+        return "--pretrained-weights none"
+    path = weights_path(config["weights"]["dir"], EXPERIMENTS[wildcards.exp].backbone)
+    return f"--pretrained-weights {shlex.quote(str(path))} --weights-record {input.weights[0]}"
+
+
+def get_train_runtime_flags(wildcards, threads):
+    """Speed settings of training (validation batch size, compile, loader workers)."""
+    train = config["train"]
+    compile_flag = "--compile" if train["compile"] else "--no-compile"
+    # the job's CPUs: the main process plus threads - 1 data-loader workers
+    workers = max(threads - 1, 0)
+    return f"--eval-batch-size {train['eval_batch_size']} {compile_flag} --workers {workers}"
+
+
+def get_train_provenance(wildcards, input):
+    """Settings of every earlier step, stored in the checkpoint (provenance, not a trigger)."""
+    return as_json(train_provenance(config, wildcards.exp))
+
+
+def get_run_dir(wildcards, output):
+    return str(Path(output.best).parent)
+
+
+def get_resume_dir(wildcards, output):
+    # resume state lives outside the declared outputs: Snakemake deletes those on retry
+    return f"{RESULTS}/resume/{wildcards.exp}"
+
+
+def get_flips_flag(wildcards):
+    return "--flips" if config["train"]["flips"] else "--no-flips"
+
+
+def get_experiment_json(wildcards):
+    return as_json(experiment_record(config, wildcards.exp))
+
+
+def get_evaluate_runtime_flags(wildcards, threads):
+    """Speed settings of evaluation (inference batch size)."""
+    return f"--batch-size {config['evaluate']['batch_size']}"
+
+
+def get_evaluate_output_flags(wildcards, output):
+    """Flags naming the optional outputs (TTA, Grad-CAM) this config switches on."""
+    return output_flags(output)
+
+
+def get_gradcam_flags(wildcards):
+    return gradcam_options(config)
+
+
+# ------------------------------------------------------------------------------ ensembles
+
+
+def get_member_predictions(wildcards):
+    return [
+        f"{RESULTS}/eval/{m}/predictions.parquet"
+        for m in ENSEMBLES[wildcards.ens]["members"]
+    ]
+
+
+def get_member_val_predictions(wildcards):
+    members = ENSEMBLES[wildcards.ens]["members"]
+    return [f"{RESULTS}/eval/{m}/val_predictions.parquet" for m in members]
+
+
+def get_member_dirs(wildcards):
+    return " ".join(f"{RESULTS}/eval/{m}" for m in ENSEMBLES[wildcards.ens]["members"])
+
+
+def get_ensemble_json(wildcards):
+    return as_json(ensemble_meta(config, wildcards.ens))
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def get_tables_dir(wildcards, output):
+    return str(Path(output.md).parent)
+
+
+def get_figures_dir(wildcards, output):
+    return str(Path(output.roc).parent)

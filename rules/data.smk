@@ -2,66 +2,83 @@
 
 
 rule download:
-    input:
-        code=step_code("download", "data.synthetic"),
     output:
-        raw=f"{R}/data/raw.json",
+        raw=f"{RESULTS}/data/raw.json",
     log:
-        f"{R}/logs/download.log",
+        f"{RESULTS}/logs/download.log",
     benchmark:
-        f"{R}/benchmarks/download.tsv"
+        f"{RESULTS}/benchmarks/download.tsv"
     conda:
         "../envs/data.yaml"
-    threads: config["data"].get("synthetic", {}).get("workers", 1)
+    # processes rendering the synthetic data set (source: synthetic)
+    threads: 2
     params:
+        identity=get_download_identity,
         source=config["data"]["source"],
-        raw_dir=config["data"]["raw_dir"],
-        url=option("--url", config["data"].get("url")),
-        sha256=option("--sha256", config["data"].get("sha256")),
-        archive_dir=config["data"].get("archive_dir", "data/archives"),
-        synthetic=as_json(without_workers(config["data"].get("synthetic", {}))),
+        sha256=option("--sha256", config["data"]["sha256"]),
+        synthetic=as_json(config["data"]["synthetic"]),
+        raw_dir=get_raw_dir,
+        locations=get_download_locations,
+        code=get_code("download"),
     shell:
-        "python scripts/download.py --source {params.source} --raw-dir {params.raw_dir:q} {params.url} {params.sha256} --archive-dir {params.archive_dir:q} --synthetic-json '{params.synthetic}' --workers {threads} --out {output.raw} 2> {log}"
+        "python scripts/download.py"
+        " --source {params.source}"
+        " --raw-dir {params.raw_dir:q}"
+        " {params.locations}"
+        " {params.sha256}"
+        " --synthetic-json '{params.synthetic}'"
+        " --workers {threads}"
+        " --out {output.raw}"
+        " 2> {log}"
 
 
 rule merge:
     input:
         raw=rules.download.output.raw,
-        code=step_code("merge"),
     output:
-        index=f"{R}/data/index.parquet",
-        summary=f"{R}/data/summary.json",
+        index=f"{RESULTS}/data/index.parquet",
+        summary=f"{RESULTS}/data/summary.json",
     log:
-        f"{R}/logs/merge.log",
+        f"{RESULTS}/logs/merge.log",
     benchmark:
-        f"{R}/benchmarks/merge.tsv"
+        f"{RESULTS}/benchmarks/merge.tsv"
     conda:
         "../envs/data.yaml"
-    threads: config["merge"].get("workers", 1)
+    # processes decoding and hashing images
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=60,
     params:
-        expected_size=config["data"].get("expected_image_size", 450),
+        identity=get_merge_identity,
+        expected_size=config["data"]["expected_image_size"],
+        raw_dir=get_raw_dir,
+        code=get_code("merge"),
     shell:
-        "python scripts/merge.py --raw-json {input.raw} --expected-size {params.expected_size} --workers {threads} --index-out {output.index} --summary-out {output.summary} 2> {log}"
+        "python scripts/merge.py"
+        " --raw-json {input.raw}"
+        " --raw-dir {params.raw_dir:q}"
+        " --expected-size {params.expected_size}"
+        " --workers {threads}"
+        " --index-out {output.index}"
+        " --summary-out {output.summary}"
+        " 2> {log}"
 
 
 rule split:
     input:
         index=rules.merge.output.index,
-        code=step_code("split"),
     output:
-        train=f"{R}/splits/{{split}}/train.parquet",
-        val=f"{R}/splits/{{split}}/val.parquet",
-        test=f"{R}/splits/{{split}}/test.parquet",
-        audit=f"{R}/splits/{{split}}/audit.json",
+        train=f"{RESULTS}/splits/{{split}}/train.parquet",
+        val=f"{RESULTS}/splits/{{split}}/val.parquet",
+        test=f"{RESULTS}/splits/{{split}}/test.parquet",
+        audit=f"{RESULTS}/splits/{{split}}/audit.json",
     log:
-        f"{R}/logs/split/{{split}}.log",
+        f"{RESULTS}/logs/split/{{split}}.log",
     benchmark:
-        f"{R}/benchmarks/split/{{split}}.tsv"
+        f"{RESULTS}/benchmarks/split/{{split}}.tsv"
     wildcard_constraints:
-        split=r"image|patient|official|cv\d+-f\d+",
+        split=get_split_pattern(),
     conda:
         "../envs/data.yaml"
     resources:
@@ -71,6 +88,14 @@ rule split:
         test_fraction=config["split"]["test_fraction"],
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
-        out_dir=lambda wc: f"{R}/splits/{wc.split}",
+        out_dir=get_split_dir,
+        code=get_code("split"),
     shell:
-        "python scripts/split.py --index {input.index} --mode {wildcards.split} --test-fraction {params.test_fraction} --val-fraction {params.val_fraction} --seed {params.seed} --out-dir {params.out_dir} 2> {log}"
+        "python scripts/split.py"
+        " --index {input.index}"
+        " --mode {wildcards.split}"
+        " --test-fraction {params.test_fraction}"
+        " --val-fraction {params.val_fraction}"
+        " --seed {params.seed}"
+        " --out-dir {params.out_dir}"
+        " 2> {log}"

@@ -2,58 +2,82 @@
 
 
 rule fetch_weights:
-    input:
-        code=step_code("fetch_weights"),
     output:
-        weights=f"{config['weights']['dir']}/{{backbone}}.safetensors",
+        record=f"{RESULTS}/weights/{{backbone}}.json",
     log:
-        f"logs/fetch_weights/{{backbone}}.log",
+        f"{RESULTS}/logs/fetch_weights/{{backbone}}.log",
     conda:
         "../envs/train.yaml"
+    params:
+        weights=get_weights_file,
+        code=get_code("fetch_weights"),
     shell:
-        "python scripts/fetch_weights.py --backbone {wildcards.backbone} --out {output.weights} 2> {log}"
+        "python scripts/fetch_weights.py"
+        " --backbone {wildcards.backbone}"
+        " --out {params.weights:q}"
+        " --record-out {output.record}"
+        " 2> {log}"
 
 
 rule train:
     input:
-        train=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/train_balanced.parquet",
-        train_pixels=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/train_pixels.npy",
-        val=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/val.parquet",
-        val_pixels=lambda wc: f"{R}/augment/{EXPERIMENTS[wc.exp].split}/val_pixels.npy",
-        weights=lambda wc: weights_input(config, EXPERIMENTS[wc.exp].backbone),
-        code=step_code("train"),
+        train=get_train_manifest,
+        train_pixels=get_train_pixels,
+        val=get_val_manifest,
+        val_pixels=get_val_pixels,
+        weights=get_weights_record,
     output:
-        best=f"{R}/runs/{{exp}}/best.pt",
-        last=f"{R}/runs/{{exp}}/last.pt",
-        history=f"{R}/runs/{{exp}}/history.parquet",
+        best=f"{RESULTS}/runs/{{exp}}/best.pt",
+        last=f"{RESULTS}/runs/{{exp}}/last.pt",
+        history=f"{RESULTS}/runs/{{exp}}/history.parquet",
     log:
-        f"{R}/runs/{{exp}}/train.log",
+        f"{RESULTS}/runs/{{exp}}/train.log",
     benchmark:
-        f"{R}/benchmarks/train/{{exp}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{exp}}.tsv"
     conda:
         "../envs/train.yaml"
-    # DataLoader workers follow the job's CPUs (threads), so they are not a rerun-triggering param
+    # data-loader workers follow the job's CPUs
     threads: 4
     resources:
         mem_mb=16000,
     params:
-        backbone=lambda wc: EXPERIMENTS[wc.exp].backbone,
-        strategy=lambda wc: EXPERIMENTS[wc.exp].strategy,
-        stages=lambda wc: EXPERIMENTS[wc.exp].partial_stages,
-        seed=lambda wc: EXPERIMENTS[wc.exp].seed,
-        weights=lambda wc, input: input.weights[0] if input.weights else "none",
+        backbone=get_backbone,
+        strategy=get_strategy,
+        stages=get_partial_stages,
+        seed=get_seed,
         epochs=config["train"]["epochs"],
         patience=config["train"]["patience"],
         lr=config["train"]["lr"],
         batch_size=config["train"]["batch_size"],
-        eval_batch_size=config["train"]["eval_batch_size"],
         weight_decay=config["train"]["weight_decay"],
-        flips="--flips" if config["train"]["flips"] else "--no-flips",
-        compile="--compile" if config["train"]["compile"] else "--no-compile",
+        flips=get_flips_flag,
         amp=config["train"]["amp"],
-        meta=lambda wc: as_json(experiment_meta(config, wc.exp)),
-        # resume state lives outside the declared outputs: Snakemake deletes those on retry
-        resume_dir=lambda wc: f"{R}/resume/{wc.exp}",
-        out_dir=lambda wc: f"{R}/runs/{wc.exp}",
+        pretrained=get_pretrained_flag,
+        runtime=get_train_runtime_flags,
+        provenance=get_train_provenance,
+        out_dir=get_run_dir,
+        resume_dir=get_resume_dir,
+        code=get_code("train"),
     shell:
-        "python scripts/train.py --backbone {params.backbone} --strategy {params.strategy} --partial-stages {params.stages} --seed {params.seed} --pretrained-weights {params.weights} --epochs {params.epochs} --patience {params.patience} --lr {params.lr} --batch-size {params.batch_size} --eval-batch-size {params.eval_batch_size} --weight-decay {params.weight_decay} {params.flips} --workers auto {params.compile} --amp {params.amp} --train-manifest {input.train} --train-pixels {input.train_pixels} --val-manifest {input.val} --val-pixels {input.val_pixels} --extra-meta-json <(echo '{params.meta}') --out-dir {params.out_dir} --resume-dir {params.resume_dir} 2> {log}"
+        "python scripts/train.py"
+        " --backbone {params.backbone}"
+        " --strategy {params.strategy}"
+        " --partial-stages {params.stages}"
+        " --seed {params.seed}"
+        " --epochs {params.epochs}"
+        " --patience {params.patience}"
+        " --lr {params.lr}"
+        " --batch-size {params.batch_size}"
+        " --weight-decay {params.weight_decay}"
+        " {params.flips}"
+        " --amp {params.amp}"
+        " {params.pretrained}"
+        " {params.runtime}"
+        " --train-manifest {input.train}"
+        " --train-pixels {input.train_pixels}"
+        " --val-manifest {input.val}"
+        " --val-pixels {input.val_pixels}"
+        " --extra-meta-json <(echo '{params.provenance}')"
+        " --out-dir {params.out_dir}"
+        " --resume-dir {params.resume_dir}"
+        " 2> {log}"

@@ -30,20 +30,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--train-manifest", required=True, type=Path, help="train.parquet from the split step"
     )
-    p.add_argument("--image-size", type=int, default=224, help="side of the stored images, pixels")
+    p.add_argument(
+        "--raw-dir", required=True, type=Path, help="raw folder the manifest paths start from"
+    )
+    p.add_argument("--image-size", type=int, required=True, help="side of the stored images, px")
     p.add_argument(
         "--target-per-class",
         type=int,
-        default=10000,
+        required=True,
         help="images per class after balancing, originals included",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed from which every sample's seed derives"
+        "--seed", type=int, required=True, help="seed from which every sample's seed derives"
     )
     p.add_argument(
         "--transforms-json",
-        default="{}",
-        help="JSON object overriding the nine transforms' parameters",
+        required=True,
+        help="JSON object with the nine transforms' parameters",
     )
     p.add_argument("--workers", type=int, default=1, help="processes generating samples")
     p.add_argument(
@@ -66,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.pixels_out,
         workers=args.workers,
         progress=sys.stderr.isatty(),
+        raw_dir=args.raw_dir,
     )
     seconds = time.perf_counter() - start
     atomic.write_parquet(args.manifest_out, manifest)

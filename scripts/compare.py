@@ -39,11 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
+        required=True,
         help="probability of ALL from which a cell is called ALL (pooled folds)",
     )
     p.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for pooled folds' CIs"
+        "--bootstrap", type=int, required=True, help="bootstrap resamples for pooled folds' CIs"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     args = p.parse_args(argv)
@@ -121,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = rows["experiment"].tolist()
     best = dict(zip(names, rows["best_epoch"], strict=True))
     # a pooled row has one referral threshold per fold: no single operating point to mark
-    thresholds = {
-        r.experiment: r.referral_threshold for r in rows.itertuples() if not r.pooled
-    }
+    thresholds = {r.experiment: r.referral_threshold for r in rows.itertuples() if not r.pooled}
     fig = args.figures_dir
     figures.roc_figure(preds, fig / "roc.png")
     figures.confusion_figure(preds, fig / "confusion.png")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.data.download import ensure_raw
+from leukopipe.data.raw_identity import CACHE_NAME, content_digest
 from leukopipe.data.raw_layout import locate
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.provenance import provenance
@@ -46,12 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--archive-dir",
         type=Path,
-        default=Path("data/archives"),
+        required=True,
         help="where a downloaded archive is kept (source=url)",
     )
     p.add_argument(
         "--synthetic-json",
-        default="{}",
+        required=True,
         help="JSON object with the synthetic dataset's settings (source=synthetic)",
     )
     p.add_argument(
@@ -76,8 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = locate(args.raw_dir)
     record = {
         **info,
-        "raw_dir": str(args.raw_dir),
+        # what the data are: merge reruns when the copy no longer matches this digest
+        "content_digest": content_digest(args.raw_dir, args.out.parent / CACHE_NAME),
         "layout": layout.describe(),
+        # where the copy was at this step: provenance only (steps get the location at run time)
+        "raw_dir": str(args.raw_dir),
         "provenance": provenance(),
     }
     atomic.write_json(args.out, record)

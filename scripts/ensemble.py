@@ -32,22 +32,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="eval/<experiment> folders holding predictions.parquet and val_predictions.parquet",
     )
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="probability of ALL from which ALL is called"
+        "--threshold", type=float, required=True, help="probability of ALL from which ALL is called"
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--bootstrap", type=int, required=True, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument(
-        "--referral-target", type=float, default=0.95, help="referral target on validation"
+        "--referral-target", type=float, required=True, help="referral target on validation"
     )
     p.add_argument(
         "--referral-criterion",
         choices=("accuracy", "sensitivity"),
-        default="accuracy",
+        required=True,
         help="what the referral target is about",
     )
     p.add_argument(
         "--experiment-json",
-        default="{}",
+        required=True,
         help="JSON describing the ensemble (name, split, group, members)",
     )
     p.add_argument("--predictions-out", required=True, type=Path, help="predictions.parquet")

@@ -23,8 +23,10 @@ from leukopipe.evaluate.inference import load_classifier
 from leukopipe.evaluate.scoring import evaluate, file_sha256, gradcam_grid, train_val_gap
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.provenance import provenance
+from leukopipe.workflow.schema import defaults
 
 log = logging.getLogger("evaluate")
+GRADCAM = defaults("gradcam")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,28 +47,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
+        required=True,
         help="probability of ALL from which a cell is called ALL",
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--bootstrap", type=int, required=True, help="bootstrap resamples for the CIs")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument(
         "--referral-target",
         type=float,
-        default=0.95,
+        required=True,
         help="accuracy/sensitivity the accepted validation cells must reach",
     )
     p.add_argument(
         "--referral-criterion",
         choices=("accuracy", "sensitivity"),
-        default="accuracy",
+        required=True,
         help="what the referral target is about",
     )
-    p.add_argument("--batch-size", type=int, default=512, help="inference batch size")
+    p.add_argument("--batch-size", type=int, required=True, help="inference batch size")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument(
         "--experiment-json",
-        default="{}",
+        required=True,
         help="JSON describing the experiment (name, split, backbone, strategy, seed)",
     )
     p.add_argument("--predictions-out", required=True, type=Path, help="predictions.parquet")
@@ -92,13 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--gradcam-per-group",
         type=int,
-        default=2,
+        default=GRADCAM["per_group"],
         help="cells per group (ALL/Hem x called right/wrong) in the Grad-CAM grid",
     )
     p.add_argument(
-        "--gradcam-stage", type=int, default=-1, help="feature stage of the maps (-1: deepest)"
+        "--gradcam-stage",
+        type=int,
+        default=GRADCAM["stage"],
+        help="feature stage of the maps (-1: deepest)",
     )
-    p.add_argument("--gradcam-alpha", type=float, default=0.45, help="opacity of the heat map")
+    p.add_argument(
+        "--gradcam-alpha", type=float, default=GRADCAM["alpha"], help="opacity of the heat map"
+    )
     p.add_argument("--metrics-out", required=True, type=Path, help="metrics.json")
     p.add_argument(
         "--history-out",

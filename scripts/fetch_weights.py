@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.train.weights import WeightsError, fetch, weights_path
+from leukopipe.train.weights import fetch, weights_path, weights_record
 from leukopipe.workflow import cli
+from leukopipe.workflow.atomic import write_json
 
 log = logging.getLogger("fetch_weights")
 
@@ -25,13 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="weights file to write (default: resources/weights/<backbone>.safetensors)"
                    "; a .json with timm's pretrained config is written next to it")
     p.add_argument("--force", action="store_true", help="download again even if the file exists")
+    p.add_argument("--record-out", type=Path, default=None,
+                   help="also write a JSON record of the file (sha256, timm tag) here")
     args = p.parse_args(argv)
     out = args.out or weights_path("resources/weights", args.backbone)
-    try:
-        path = fetch(args.backbone, out, force=args.force)
-    except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    path = fetch(args.backbone, out, force=args.force)
+    if args.record_out is not None:
+        write_json(args.record_out, weights_record(path, args.backbone))
     log.info("weights for %s at %s", args.backbone, path)
     return 0
 

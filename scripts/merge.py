@@ -7,14 +7,13 @@ and writes index.parquet and summary.json. Stops with a list of every bad file o
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.data.merge import build_index
+from leukopipe.data.merge import build_index, relative_paths
 from leukopipe.data.raw_layout import locate
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.provenance import provenance
@@ -28,12 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--raw-json",
         required=True,
         type=Path,
-        help="raw.json written by the download step (says where the copy is)",
+        help="raw.json written by the download step (the copy is ready)",
+    )
+    p.add_argument(
+        "--raw-dir",
+        required=True,
+        type=Path,
+        help="folder holding the raw copy now; index paths are relative to it",
     )
     p.add_argument(
         "--expected-size",
         type=int,
-        default=450,
+        required=True,
         help="width and height every image must have; 0 accepts any size",
     )
     p.add_argument("--workers", type=int, default=1, help="processes decoding and hashing images")
@@ -41,10 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--summary-out", required=True, type=Path, help="summary.json to write")
     args = p.parse_args(argv)
 
-    raw = json.loads(args.raw_json.read_text())
-    layout = locate(raw["raw_dir"])
+    if not args.raw_json.is_file():
+        raise FileNotFoundError(f"{args.raw_json}: not found; run the download step first")
+    layout = locate(args.raw_dir)
     start = time.perf_counter()
     index, summary = build_index(layout, args.expected_size or None, args.workers)
+    # the data are known by content, not by place: paths relative to the raw folder
+    index["path"] = relative_paths(index["path"], args.raw_dir)
     seconds = time.perf_counter() - start
     summary["throughput"] = {
         "images": len(index),

@@ -22,14 +22,19 @@ log = logging.getLogger("resize")
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--manifest", required=True, type=Path, help="val.parquet or test.parquet")
-    p.add_argument("--image-size", type=int, default=224, help="side of the stored images, pixels")
+    p.add_argument(
+        "--raw-dir", required=True, type=Path, help="raw folder the manifest paths start from"
+    )
+    p.add_argument("--image-size", type=int, required=True, help="side of the stored images, px")
     p.add_argument("--workers", type=int, default=1, help="processes decoding images")
     p.add_argument("--manifest-out", required=True, type=Path, help="manifest copy to write")
     p.add_argument("--pixels-out", required=True, type=Path, help="uint8 .npy pixel store to write")
     args = p.parse_args(argv)
 
     df = pd.read_parquet(args.manifest)
-    out = materialise_plain(df, args.image_size, args.pixels_out, workers=args.workers)
+    out = materialise_plain(
+        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir
+    )
     atomic.write_parquet(args.manifest_out, out)
     log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)
     return 0

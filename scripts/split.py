@@ -37,16 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--test-fraction",
         type=float,
-        default=0.1,
+        required=True,
         help="share of labelled images held out for test (ignored by mode official)",
     )
     p.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
+        required=True,
         help="share of the training part carved out for validation",
     )
-    p.add_argument("--seed", type=int, default=42, help="seed of the random assignment")
+    p.add_argument("--seed", type=int, required=True, help="seed of the random assignment")
     p.add_argument(
         "--out-dir",
         required=True,

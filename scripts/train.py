@@ -16,9 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leukopipe.errors import UserError
 from leukopipe.train.loop import AMP_MODES, TrainConfig, TrainingInterrupted, config_fields, train
 from leukopipe.train.models import STRATEGIES
-from leukopipe.train.weights import WeightsError
+from leukopipe.train.weights import check_against_record
 from leukopipe.workflow import cli
 
 log = logging.getLogger("train")
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--resume-dir", required=True, type=Path,
                    help="where the per-epoch resume state (state.pt) lives; keep it outside "
                         "the Snakemake outputs")
+    p.add_argument("--weights-record", type=Path, default=None,
+                   help="record of the pretrained weights (fetch_weights); the file must match it")
     p.add_argument("--extra-meta-json", type=Path, default=None,
                    help="JSON file stored verbatim in the checkpoints (e.g. the pipeline config)")
     p.add_argument("--device", default=None,
@@ -74,12 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cfg = TrainConfig(**{name: getattr(args, name) for name, *_ in config_fields()})
+    if args.weights_record is not None and cfg.pretrained_weights:
+        check_against_record(cfg.pretrained_weights, args.weights_record)
     extra = {}
     if args.extra_meta_json is not None:
         try:
             extra = json.loads(args.extra_meta_json.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ValueError(
+            raise UserError(
                 f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"
             ) from exc
     try:
@@ -91,9 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         log.warning("%s (exit code %d)", exc, exc.exit_code)
         return exc.exit_code
-    except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     text = json.dumps(summary, indent=2, sort_keys=True, default=str)
     if args.summary_json is not None:
         from leukopipe.workflow.atomic import write_text

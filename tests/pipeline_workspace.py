@@ -43,11 +43,9 @@ TINY_CONFIG = {
             "prelim_hem_subjects": 3,
             "cells_per_subject": [8, 12],
             "final_images": 4,
-            "workers": 1,
         },
     },
-    "merge": {"workers": 1},
-    "augment": {"image_size": 32, "target_per_class": 80, "workers": 1},
+    "augment": {"image_size": 32, "target_per_class": 80},
     "weights": {"pretrained": False, "dir": "resources/weights"},
     "train": {
         "epochs": 2,
@@ -82,6 +80,8 @@ TINY_CONFIG = {
 # Everything on: 2-fold cross-validation, TTA, Grad-CAM grids and an ensemble (test_pipeline).
 FULL_CONFIG = {
     **TINY_CONFIG,
+    # starts from a weight file the workspace holds (fetch_weights only records it)
+    "weights": {"pretrained": True, "dir": "resources/weights"},
     "split": {"folds": 2, "test_fraction": 0.1, "val_fraction": 0.1, "seed": 42},
     "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": True},
     "gradcam": {"per_group": 1},
@@ -110,8 +110,20 @@ def make_workspace(dest: Path, overrides: dict | None = None) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
-    write_config(dest, {**TINY_CONFIG, **(overrides or {})})
+    cfg = {**TINY_CONFIG, **(overrides or {})}
+    write_config(dest, cfg)
+    if cfg["weights"]["pretrained"]:
+        _write_weights(dest / cfg["weights"]["dir"], cfg)
     return dest
+
+
+def _write_weights(folder: Path, cfg: dict) -> None:
+    """Random-initialised weight files standing in for ImageNet ones (no network in tests)."""
+    from leukopipe.train.models import build_model
+    from leukopipe.train.weights import save_weights, weights_path
+
+    for backbone in sorted({b for g in cfg["experiments"] for b in g["backbones"]}):
+        save_weights(build_model(backbone), weights_path(folder, backbone), backbone)
 
 
 def write_config(ws: Path, cfg: dict) -> None:

@@ -20,8 +20,15 @@ from leukopipe.evaluate.scoring import evaluate, train_val_gap
 from leukopipe.report import compare
 from leukopipe.report.html import build_html
 from leukopipe.train.loop import TrainConfig, train
+from leukopipe.workflow.schema import defaults
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the pipeline's evaluation settings (the schema's defaults), smaller bootstrap where noted
+EVAL_SETTINGS = {
+    key: defaults("evaluate")[key]
+    for key in ("threshold", "referral_target", "referral_criterion", "batch_size")
+} | {"n_boot": defaults("evaluate")["bootstrap"]}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +86,7 @@ def test_evaluate_record(trained):
         trained["test_pixels"],
         val,
         trained["val_pixels"],
-        n_boot=50,
-        referral_target=0.9,
+        **{**EVAL_SETTINGS, "n_boot": 50, "referral_target": 0.9},
     )["plain"]
     assert len(val_preds) == len(val) and val_preds["referred"].dtype == bool
     assert list(preds.columns[:5]) == ["image_id", "subject", "label", "prob_all", "pred"]
@@ -103,7 +109,7 @@ def test_store_shorter_than_manifest_is_a_clear_error(trained, tmp_path):
     short = tmp_path / "short.npy"
     np.save(short, np.load(trained["test_pixels"])[:10])
     with pytest.raises(ValueError, match="rerun the resize step"):
-        evaluate(clf, test, short, test, short, n_boot=10)
+        evaluate(clf, test, short, test, short, **{**EVAL_SETTINGS, "n_boot": 10})
 
 
 def _record(name: str, seed: int, acc: float, split: str = "image", strategy: str = "full") -> dict:
@@ -254,7 +260,13 @@ def test_tta_views_are_the_eight_symmetries_and_scores_average_them(trained):
     test = pd.read_parquet(trained["test_manifest"])
     val = pd.read_parquet(trained["val_manifest"])
     out = evaluate(
-        clf, test, trained["test_pixels"], val, trained["val_pixels"], n_boot=20, tta=True
+        clf,
+        test,
+        trained["test_pixels"],
+        val,
+        trained["val_pixels"],
+        **{**EVAL_SETTINGS, "n_boot": 20},
+        tta=True,
     )
     assert set(out) == {"plain", "tta"}
     assert np.allclose(
@@ -308,7 +320,11 @@ def test_evaluate_cli_writes_tta_and_gradcam(trained, tmp_path):
         "--test-pixels", str(trained["test_pixels"]),
         "--val-manifest", str(trained["val_manifest"]),
         "--val-pixels", str(trained["val_pixels"]),
+        "--threshold", "0.5",
         "--bootstrap", "10",
+        "--referral-target", "0.95",
+        "--referral-criterion", "accuracy",
+        "--batch-size", "64",
         "--experiment-json", json.dumps({"name": "x", "split": "image"}),
         "--predictions-out", str(out / "predictions.parquet"),
         "--val-predictions-out", str(out / "val_predictions.parquet"),

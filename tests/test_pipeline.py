@@ -6,11 +6,20 @@ import copy
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_workspace import FULL_CONFIG, make_workspace, planned_jobs, snakemake, write_config
+from pipeline_workspace import (
+    COPIED,
+    FULL_CONFIG,
+    make_workspace,
+    planned_jobs,
+    snakemake,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 RUN = "results/tiny"
@@ -149,23 +158,26 @@ def test_adding_a_backbone_trains_only_the_new_one(done):
         c["experiments"][0]["backbones"] = ["resnet18", "efficientnet_b0"]
 
     jobs = _with(done, add)
-    assert jobs == {"train": 1, "evaluate": 1, "compare": 1, "report": 1, "all": 1}
+    expected = {"train": 1, "evaluate": 1, "compare": 1, "report": 1, "all": 1}
+    assert jobs == {**expected, "fetch_weights": 1}  # its weights are not here yet
 
 
 def test_worker_counts_rerun_nothing(done):
-    def more_workers(c):
-        c["merge"]["workers"] = 2
-        c["augment"]["workers"] = 2
-
-    assert _with(done, more_workers) == {}
+    """Worker counts are the rules' threads: they change speed, never results."""
+    threads = ("merge=1", "augment=2", "resize=1", "train=1", "download=1")
+    assert planned_jobs(done, "--set-threads", *threads) == {}
 
 
-def _planned_after_edit(ws: Path, rel: str) -> dict[str, int]:
-    """Jobs a dry run plans after appending a comment to ``rel``; the file is then restored."""
+EVERYTHING_BELOW_TRAIN = {"train": 5, "evaluate": 5, "ensemble": 1, "compare": 1, "report": 1,
+                          "all": 1}
+
+
+def _planned_after_edit(ws: Path, rel: str, text: str) -> dict[str, int]:
+    """Jobs a dry run plans after ``text`` is appended to ``rel``; the file is then restored."""
     path = ws / rel
     before = path.read_text()
     stat = path.stat()
-    path.write_text(before + "\n# an edit\n")
+    path.write_text(before + text)
     try:
         return planned_jobs(ws)
     finally:
@@ -173,21 +185,145 @@ def _planned_after_edit(ws: Path, rel: str) -> dict[str, int]:
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
+SEMANTIC_EDIT = "\nDEFAULT_EPSILON = 1e-9\n"
+
+
+def _cosmetic(text: str) -> str:
+    """Reworded module docstring, an extra comment and blank lines: no change of substance."""
+    return text.replace('"""', '"""Reworded. ', 1).replace("\n\n\n", "\n\n\n\n", 1) + (
+        "\n# a comment\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["src/leukopipe/workflow/cli.py", "src/leukopipe/train/loop.py",
+     "src/leukopipe/evaluate/metrics.py", "scripts/train.py"],
+)
+def test_comments_and_docstrings_rerun_nothing(done, rel):
+    path = done / rel
+    before = path.read_text()
+    assert _cosmetic(before) != before
+    try:
+        path.write_text(_cosmetic(before))
+        assert planned_jobs(done) == {}
+    finally:
+        path.write_text(before)
+
+
+def test_semantic_edit_of_metrics_reruns_evaluation_and_below_only(done):
+    jobs = _planned_after_edit(done, "src/leukopipe/evaluate/metrics.py", SEMANTIC_EDIT)
+    assert jobs == {"evaluate": 5, "ensemble": 1, "compare": 1, "report": 1, "all": 1}
+
+
+def test_semantic_edit_of_the_training_loop_reruns_training_and_below_only(done):
+    jobs = _planned_after_edit(done, "src/leukopipe/train/loop.py", SEMANTIC_EDIT)
+    assert jobs == EVERYTHING_BELOW_TRAIN
+
+
 def test_editing_a_package_module_reruns_the_steps_that_import_it(done):
-    jobs = _planned_after_edit(done, "src/leukopipe/data/split.py")
+    jobs = _planned_after_edit(done, "src/leukopipe/data/split.py", SEMANTIC_EDIT)
     assert "merge" not in jobs and "download" not in jobs
     assert jobs["split"] == 4 and jobs["train"] == 5 and jobs["report"] == 1
 
 
 def test_editing_a_module_imported_indirectly_reruns_the_step(done):
-    """merge.py imports names.py; the merge rule never names it, the import scan finds it."""
-    jobs = _planned_after_edit(done, "src/leukopipe/data/cnmc_names.py")
+    """merge.py imports cnmc_names.py; the merge rule never names it, the import scan finds it."""
+    jobs = _planned_after_edit(done, "src/leukopipe/data/cnmc_names.py", SEMANTIC_EDIT)
     assert jobs["merge"] == 1 and "download" not in jobs
 
 
 def test_editing_a_step_script_reruns_that_step(done):
-    jobs = _planned_after_edit(done, "scripts/compare.py")
+    jobs = _planned_after_edit(done, "scripts/compare.py", SEMANTIC_EDIT)
     assert jobs == {"compare": 1, "report": 1, "all": 1}
+
+
+def test_stale_lists_outputs_of_changed_code_and_the_file(done):
+    path = done / "scripts/compare.py"
+    before = path.read_text()
+    try:
+        path.write_text(before + SEMANTIC_EDIT)
+        proc = subprocess.run(
+            [sys.executable, "scripts/stale.py"], cwd=done, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(done / "src")}, timeout=300,
+        )
+    finally:
+        path.write_text(before)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert lines and {rule for _, rule, _ in lines} == {"compare"}
+    assert all(why == "scripts/compare.py" for *_, why in lines)
+    assert f"{RUN}/tables/comparison.md" in {out for out, *_ in lines}
+
+
+def _source_files(ws: Path) -> list[Path]:
+    return [p for name in COPIED for p in [ws / name, *(ws / name).rglob("*")] if p.is_file()]
+
+
+def test_touching_every_file_reruns_nothing(done):
+    """New mtimes on every source file and every raw image: the content is the same."""
+    files = _source_files(done) + [p for p in (done / "data").rglob("*") if p.is_file()]
+    stats = {p: p.stat() for p in files}
+    try:
+        for p in files:
+            os.utime(p)
+        assert planned_jobs(done) == {}
+    finally:
+        for p, st in stats.items():
+            os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_fresh_clone_next_to_existing_results_reruns_nothing(done, tmp_path):
+    """A new checkout (every mtime new) given the finished results, data and weights."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in COPIED:  # copied without their mtimes, as git writes a checkout
+        src = done / name
+        if src.is_dir():
+            shutil.copytree(src, clone / name, copy_function=shutil.copy)
+        else:
+            shutil.copy(src, clone / name)
+    shutil.copy(done / "test-config.yaml", clone / "test-config.yaml")
+    moved = ("results", "data", "resources", ".snakemake")
+    for name in moved:
+        (done / name).rename(clone / name)
+    try:
+        assert planned_jobs(clone) == {}
+    finally:
+        for name in moved:
+            (clone / name).rename(done / name)
+
+
+def test_moved_raw_copy_and_weights_rerun_nothing(done):
+    """The same data and weights in another folder are the same data and weights."""
+    (done / "elsewhere").mkdir(exist_ok=True)
+    raw, weights = done / FULL_CONFIG["data"]["raw_dir"], done / FULL_CONFIG["weights"]["dir"]
+    raw.rename(done / "elsewhere/raw")
+    weights.rename(done / "elsewhere/weights")
+    try:
+        jobs = _with(done, lambda c: (c["data"].update(raw_dir="elsewhere/raw"),
+                                      c["weights"].update(dir="elsewhere/weights")))
+        assert jobs == {}
+    finally:
+        (done / "elsewhere/raw").rename(raw)
+        (done / "elsewhere/weights").rename(weights)
+
+
+def test_changed_raw_image_reruns_merge_and_everything_below(done):
+    raw = done / FULL_CONFIG["data"]["raw_dir"]
+    image = sorted(raw.rglob("*.bmp"))[0]
+    before, stat = image.read_bytes(), image.stat()
+    edited = bytearray(before)
+    edited[-1] ^= 0xFF  # one pixel byte; same size
+    image.write_bytes(bytes(edited))
+    try:
+        jobs = planned_jobs(done)
+    finally:
+        image.write_bytes(before)
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "download" not in jobs
+    assert jobs == {"merge": 1, "split": 4, "augment": 4, "resize": 8, **EVERYTHING_BELOW_TRAIN}
+    assert planned_jobs(done) == {}  # the same bytes again: nothing
 
 
 def test_tables_regenerate_from_stored_results_without_training(done):

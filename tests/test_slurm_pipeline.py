@@ -76,6 +76,7 @@ def test_synthetic_pipeline_end_to_end_on_slurm(
     monkeypatch.setenv("LEUKOPIPE_SLURM_GPU_PARTITION", slurm_cluster.gpu_partition)
     monkeypatch.setenv("LEUKOPIPE_SLURM_GPU_MODEL", slurm_cluster.gpu_type)
     monkeypatch.setenv("LEUKOPIPE_SLURM_CPUS_PER_GPU", "1")
+    monkeypatch.setenv("LEUKOPIPE_SLURM_CPUS", "2")
     monkeypatch.setenv("LEUKOPIPE_SLURM_TRAIN_MEM_MB", "1800")
     monkeypatch.setenv("LEUKOPIPE_SLURM_TRAIN_RUNTIME", "9")
     monkeypatch.setenv("LEUKOPIPE_SLURM_EVAL_MEM_MB", "1700")

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -265,6 +266,13 @@ def _reset_worker() -> None:
     _worker_cfg = None
 
 
+def _source_paths(df: pd.DataFrame, raw_dir: str | os.PathLike[str] | None) -> list[str]:
+    """Image files of a manifest: its ``path`` column is relative to the raw folder, which is
+    given at run time (the data are known by content, so the folder may move)."""
+    root = Path(raw_dir) if raw_dir is not None else None
+    return [str(root / p) if root is not None else str(p) for p in df["path"]]
+
+
 def _check_paths_column(df: pd.DataFrame, fn: str) -> None:
     if "path" not in df.columns:
         raise ValueError(f"{fn}: manifest lacks the 'path' column")
@@ -282,6 +290,7 @@ def materialise(
     store_path: str | os.PathLike[str],
     workers: int = 1,
     progress: bool = False,
+    raw_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Write originals and augmented samples into the store in plan order.
 
@@ -302,7 +311,7 @@ def materialise(
         raise ValueError("materialise: generated rows need a non-negative aug_seed")
     seeds = np.where(generated, seeds, -1)
     params_json = _fill_store(
-        [str(p) for p in plan["path"]], seeds.tolist(), size, cfg, store_path, workers, progress,
+        _source_paths(plan, raw_dir), seeds.tolist(), size, cfg, store_path, workers, progress,
         desc="augment",
     )
     out = plan.reset_index(drop=True).copy()
@@ -317,11 +326,12 @@ def materialise_plain(
     store_path: str | os.PathLike[str],
     workers: int = 1,
     progress: bool = False,
+    raw_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Resize-only store for validation/test (never augmented); returns df plus ``store_row``."""
     _check_paths_column(df, "materialise_plain")
     _fill_store(
-        [str(p) for p in df["path"]], [-1] * len(df), size, None, store_path, workers, progress,
+        _source_paths(df, raw_dir), [-1] * len(df), size, None, store_path, workers, progress,
         desc="resize",
     )
     out = df.reset_index(drop=True).copy()
@@ -329,7 +339,9 @@ def materialise_plain(
     return out
 
 
-def regenerate(row: pd.Series, size: int, cfg: AugmentConfig) -> np.ndarray:
+def regenerate(
+    row: pd.Series, size: int, cfg: AugmentConfig, raw_dir: str | os.PathLike[str] | None = None
+) -> np.ndarray:
     """Rebuild one manifest row's pixels from its source file (bit-for-bit on the same stack).
 
     Uses the recorded ``aug_params`` when present, else draws them again from ``aug_seed``;
@@ -337,7 +349,7 @@ def regenerate(row: pd.Series, size: int, cfg: AugmentConfig) -> np.ndarray:
     """
     from leukopipe.augment.transforms import apply_params, augment_one
 
-    img = load_rgb(row["path"], size)
+    img = load_rgb(Path(raw_dir) / row["path"] if raw_dir is not None else row["path"], size)
     if not bool(row["generated"]):
         return img
     recorded = row.get("aug_params", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import multiprocessing as mp
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -138,6 +139,12 @@ def prelim_entries(layout: RawLayout) -> tuple[list[Entry], list[Path], list[str
     return entries, ignored, problems
 
 
+def relative_paths(paths: pd.Series, root: str | os.PathLike[str]) -> pd.Series:
+    """``paths`` relative to ``root`` (POSIX form), so an index stays valid when the copy moves."""
+    base = Path(root)
+    return paths.map(lambda p: Path(p).relative_to(base).as_posix())
+
+
 def inspect_image(path: Path) -> tuple[str, int, int, str, str | None]:
     """Hash and fully decode one image: (sha256, width, height, mode, problem or None)."""
     try:
@@ -169,7 +176,7 @@ def _limited(problems: Iterable[str]) -> str:
 
 
 def build_index(
-    layout: RawLayout, expected_size: int | None = 450, workers: int = 1
+    layout: RawLayout, expected_size: int | None, workers: int = 1
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Index every labelled image; return the index and a summary.
 

@@ -81,12 +81,12 @@ def evaluate(
     val: pd.DataFrame,
     val_pixels: str | Path,
     *,
-    threshold: float = 0.5,
-    n_boot: int = 1000,
+    threshold: float,
+    n_boot: int,
+    referral_target: float,
+    referral_criterion: str,
+    batch_size: int,
     seed: int = 0,
-    referral_target: float = 0.95,
-    referral_criterion: str = "accuracy",
-    batch_size: int = 256,
     tta: bool = False,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]]:
     """Per variant ("plain", and "tta" when asked): test predictions, validation predictions
@@ -117,9 +117,9 @@ def gradcam_grid(
     test_pixels: str | Path,
     out: str | Path,
     *,
-    per_group: int = 2,
-    stage: int = -1,
-    alpha: float = 0.45,
+    per_group: int,
+    stage: int,
+    alpha: float,
     title: str = "Grad-CAM",
 ) -> list[tuple[str, list[int]]]:
     """Grad-CAM overlays of sample test cells (both classes, called right and wrong) as one

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leukopipe.workflow.schema import defaults
+
 REPO = Path(__file__).resolve().parents[3]
 # The real data: 73 training donors (47 ALL, 26 Hem) + 28 unseen donors in the labelled
 # preliminary test, ~12,500 labelled 450x450 images; the cell range gives ~124 per donor.
@@ -184,12 +186,14 @@ def data_stage(
     work_dir.mkdir(parents=True, exist_ok=True)
     raw_json = work_dir / "raw.json"
     raw_json.write_text(json.dumps({"raw_dir": str(raw_dir)}))
+    augment = defaults("augment")
     rows: list[Row] = []
     top = max(workers)
     for w in workers:
         index, summary = work_dir / "index.parquet", work_dir / f"summary_w{w}.json"
         secs, peak, cpu = run_step(["scripts/merge.py", "--raw-json", str(raw_json),
-                               "--expected-size", str(expected_size), "--workers", str(w),
+                               "--raw-dir", str(raw_dir), "--expected-size", str(expected_size),
+                               "--workers", str(w),
                                "--index-out", str(index), "--summary-out", str(summary)],
                               work_dir / f"merge_w{w}.log")
         inner = json.loads(summary.read_text())["throughput"]
@@ -208,7 +212,9 @@ def data_stage(
     for w in workers:
         stats = work_dir / f"augment_w{w}.json"
         secs, peak, cpu = run_step(["scripts/augment.py", "--train-manifest",
-                               str(split_dir / "train.parquet"), "--image-size", str(image_size),
+                               str(split_dir / "train.parquet"), "--raw-dir", str(raw_dir),
+                               "--image-size", str(image_size), "--seed", str(augment["seed"]),
+                               "--transforms-json", json.dumps(augment["transforms"]),
                                "--target-per-class", str(target_per_class), "--workers", str(w),
                                "--manifest-out", str(work_dir / "train_balanced.parquet"),
                                "--pixels-out", str(work_dir / "train_pixels.npy"),
@@ -222,7 +228,7 @@ def data_stage(
     for part in ("val", "test"):
         n = len(pd.read_parquet(split_dir / f"{part}.parquet", columns=["image_id"]))
         secs, peak, cpu = run_step(["scripts/resize.py", "--manifest",
-                               str(split_dir / f"{part}.parquet"),
+                               str(split_dir / f"{part}.parquet"), "--raw-dir", str(raw_dir),
                                "--image-size", str(image_size), "--workers", str(top),
                                "--manifest-out", str(work_dir / f"{part}.parquet"),
                                "--pixels-out", str(work_dir / f"{part}_pixels.npy")],

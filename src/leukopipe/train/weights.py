@@ -22,6 +22,7 @@ from torch import nn
 from leukopipe.errors import UserError
 from leukopipe.train.models import classifier_names, is_head_key
 from leukopipe.workflow.atomic import atomic_path, write_json
+from leukopipe.workflow.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,34 @@ def save_weights(
         },
     )
     return dest
+
+
+def weights_record(path: str | os.PathLike[str], backbone: str) -> dict[str, Any]:
+    """What a run records about the weights it starts from: their sha256 and timm tag; the
+    folder is provenance only (the same file elsewhere is the same weights)."""
+    path = Path(path)
+    sidecar = meta_path(path)
+    meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
+    cfg = meta.get("pretrained_cfg") or {}
+    return {
+        "backbone": backbone,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "pretrained_tag": cfg.get("tag"),
+        "hf_hub_id": cfg.get("hf_hub_id"),
+        "located_at": str(path),
+    }
+
+
+def check_against_record(path: str | os.PathLike[str], record: str | os.PathLike[str]) -> None:
+    """Refuse a weights file whose bytes differ from the ones the run recorded."""
+    expected = json.loads(Path(record).read_text(encoding="utf-8"))["sha256"]
+    actual = sha256_file(path)
+    if actual != expected:
+        raise WeightsError(
+            f"weights file {path} (sha256 {actual[:12]}) is not the one recorded in {record}"
+            f" (sha256 {expected[:12]}); to train on it, rerun with -R fetch_weights"
+        )
 
 
 def fetch(backbone: str, dest: str | os.PathLike[str], force: bool = False) -> Path:

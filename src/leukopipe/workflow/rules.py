@@ -1,12 +1,12 @@
-"""Helpers the Snakemake rule files use: output locations, code inputs, shell-safe params."""
+"""Helpers the Snakemake rule files use: where outputs live, what each job records, and
+shell-safe params. The rule files call them through the named ``get_*`` functions of
+``rules/common.smk``.
+"""
 
 from __future__ import annotations
 
-import ast
 import json
 import shlex
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from leukopipe.workflow.config import expand_ensembles, expand_experiments, used_splits
@@ -15,80 +15,6 @@ from leukopipe.workflow.config import expand_ensembles, expand_experiments, used
 def results_dir(config: dict[str, Any]) -> str:
     """Every output of a run lives under results/<run>/ so runs never overwrite each other."""
     return f"results/{config['run']}"
-
-
-BASE_MODULES = ("workflow.atomic", "workflow.cli")
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-SCRIPTS_DIR = PACKAGE_DIR.parents[1] / "scripts"
-
-
-def _module_file(module: str) -> Path | None:
-    """The source file of package module ``module`` (dotted, without ``leukopipe.``)."""
-    base = PACKAGE_DIR.joinpath(*module.split(".")) if module else PACKAGE_DIR
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _with_parents(module: str) -> set[str]:
-    """``module`` and the packages Python runs first to import it (their ``__init__``)."""
-    parts = module.split(".")
-    return {".".join(parts[:i]) for i in range(len(parts) + 1)}
-
-
-@cache
-def _imports(module: str, path: Path | None = None) -> frozenset[str]:
-    """leukopipe modules that ``module`` imports directly (read from its source, not run)."""
-    source = path if path is not None else _module_file(module)
-    if source is None:
-        return frozenset()
-    tree = ast.parse(source.read_text(encoding="utf-8"))
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            parts = node.module.split(".")
-            if parts[0] != "leukopipe":
-                continue
-            base = ".".join(parts[1:])
-            found |= _with_parents(base)
-            # from leukopipe.pkg import name: name may itself be a submodule
-            found.update(f"{base}.{a.name}".lstrip(".") for a in node.names)
-        elif isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.startswith("leukopipe."):
-                    found |= _with_parents(a.name.removeprefix("leukopipe."))
-    return frozenset(m for m in found if _module_file(m) is not None)
-
-
-def _relative(module: str) -> str:
-    path = _module_file(module)
-    assert path is not None
-    return str(path.relative_to(PACKAGE_DIR.parents[1]))
-
-
-def pkg(*modules: str) -> list[str]:
-    """Every package module a step's code reaches (the named ones and, transitively, what they
-    import), declared as inputs so that editing any of them reruns the step."""
-    seen: set[str] = set()
-    todo = [*BASE_MODULES, *modules]
-    while todo:
-        m = todo.pop()
-        if m not in seen:
-            seen.add(m)
-            todo.extend(_imports(m))
-            todo.extend(_with_parents(m))
-    return sorted(_relative(m) for m in seen if _module_file(m) is not None)
-
-
-def step_code(script: str, *lazy_modules: str) -> list[str]:
-    """The code a step runs: ``scripts/<script>.py`` and every package module it reaches.
-
-    Declared as inputs, so editing the script or any module it imports reruns the step.
-    ``lazy_modules`` names modules imported at run time (importlib) that a source scan misses.
-    """
-    path = SCRIPTS_DIR / f"{script}.py"
-    return [f"scripts/{script}.py", *pkg(*_imports(script, path), *lazy_modules)]
 
 
 def as_json(obj: Any) -> str:
@@ -109,12 +35,12 @@ def final_targets(config: dict[str, Any]) -> list[str]:
 
 def tta_enabled(config: dict[str, Any]) -> bool:
     """Whether evaluation also scores 8-fold dihedral test-time augmentation."""
-    return bool(config["evaluate"].get("tta", False))
+    return bool(config["evaluate"]["tta"])
 
 
 def gradcam_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """Grad-CAM grid settings with defaults; ``per_group`` 0 means no grids."""
-    return {"per_group": 2, "stage": -1, "alpha": 0.45, **config.get("gradcam", {})}
+    """Grad-CAM grid settings; ``per_group`` 0 means no grids."""
+    return config["gradcam"]
 
 
 # evaluate's optional outputs: output key -> the scripts/evaluate.py flag that writes it
@@ -192,56 +118,54 @@ def ensemble_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-def experiment_meta(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """What a checkpoint records about its experiment: identity and every setting it used."""
+def experiment_record(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """What identifies an experiment in its checkpoint and metrics: name, group, split, model,
+    strategy, seed (and fold), and labels for the tables. No location: moving data changes none
+    of it."""
     exp = expand_experiments(config)[name]
     return {
-        "experiment": {
-            "name": exp.name,
-            "group": exp.group,
-            "split": exp.split,
-            "backbone": exp.backbone,
-            "strategy": exp.strategy,
-            "partial_stages": exp.partial_stages,
-            "seed": exp.seed,
-            "run": config["run"],
-            "dataset": dataset_label(config),
-            # only cross-validated experiments carry a fold (others keep their params)
-            **({"fold": exp.fold} if exp.fold is not None else {}),
-        },
-        "config": without_workers(
-            {
-                **{k: config[k] for k in ("data", "augment", "weights", "train")},
-                # k is part of a fold's split id; other experiments do not depend on it
-                "split": {
-                    k: v for k, v in config["split"].items() if k != "folds" or exp.fold is not None
-                },
-            }
-        ),
+        "name": exp.name,
+        "group": exp.group,
+        "split": exp.split,
+        "backbone": exp.backbone,
+        "strategy": exp.strategy,
+        "partial_stages": exp.partial_stages,
+        "seed": exp.seed,
+        "run": config["run"],
+        "dataset": dataset_label(config),
+        # only cross-validated experiments carry a fold
+        **({"fold": exp.fold} if exp.fold is not None else {}),
     }
 
 
-def without_workers(obj: Any) -> Any:
-    """``obj`` minus every ``workers`` key: worker counts change speed, not results, so they
-    stay out of job params (a changed param reruns the job)."""
-    if isinstance(obj, dict):
-        return {k: without_workers(v) for k, v in obj.items() if k != "workers"}
-    return obj
+def train_provenance(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """What a checkpoint records besides its own settings: the experiment and the settings of
+    every step before training (data, split, augmentation, weights), locations included.
+
+    Provenance only: the training rule passes it as a param computed from its input, which
+    Snakemake does not compare between runs; the upstream steps' own params decide reruns.
+    """
+    return {
+        "experiment": experiment_record(config, name),
+        "config": {k: config[k] for k in ("data", "split", "augment", "weights", "train")},
+    }
 
 
 def dataset_label(config: dict[str, Any]) -> str:
-    """Short description of the data a run used (shown in table captions)."""
+    """Short description of the data a run used (shown in table captions); no location."""
     data = config["data"]
     if data["source"] == "synthetic":
-        return f"synthetic C-NMC-layout data (seed {data.get('synthetic', {}).get('seed', 0)})"
-    return f"C-NMC 2019 ({data['raw_dir']})"
+        return f"synthetic C-NMC-layout data (seed {data['synthetic']['seed']})"
+    return "C-NMC 2019"
 
 
-def weights_input(config: dict[str, Any], backbone: str) -> list[str]:
-    """The local weights file a training job needs, or nothing when training from scratch."""
+def weights_record(config: dict[str, Any], backbone: str) -> list[str]:
+    """The record of the weights a training job starts from (written by fetch_weights), or
+    nothing when training from scratch. A record under results/, not the weight file itself,
+    so the same files in another folder retrain nothing."""
     if not config["weights"]["pretrained"]:
         return []
-    return [f"{config['weights']['dir']}/{backbone}.safetensors"]
+    return [f"{results_dir(config)}/weights/{backbone}.json"]
 
 
 __all__ = [
@@ -252,14 +176,13 @@ __all__ = [
     "evaluate_outputs",
     "expand_ensembles",
     "expand_experiments",
-    "experiment_meta",
+    "experiment_record",
     "final_targets",
     "gradcam_grids",
     "gradcam_options",
     "output_flags",
-    "pkg",
     "results_dir",
-    "step_code",
+    "train_provenance",
     "used_splits",
-    "weights_input",
+    "weights_record",
 ]

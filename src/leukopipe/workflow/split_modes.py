@@ -9,6 +9,13 @@ from __future__ import annotations
 import re
 
 _CV_ID = re.compile(r"^cv(\d+)-f(\d+)$")
+# split modes that are one split each; "cv" expands to one split per fold
+SINGLE_SPLIT_MODES = ("image", "patient", "official")
+
+
+def split_wildcard_pattern() -> str:
+    """Regular expression of every split id, for the rules' wildcard constraints."""
+    return "|".join([*SINGLE_SPLIT_MODES, r"cv\d+-f\d+"])
 
 
 def split_ids(folds: int) -> list[str]:

@@ -1,0 +1,122 @@
+"""Knowing the raw data by content, not by location.
+
+The workflow reruns merge (and so everything after it) when the raw copy's content changes, and
+never because the same copy now lives somewhere else. The content is the sha256 of every file
+under the raw folder with its path relative to that folder. Hashing ~10 GB at every workflow start
+would be slow, so file hashes are cached by (size, mtime): a moved copy (same mtimes) hashes
+nothing, a copied or touched one is hashed once, an edited file is hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from leukopipe.errors import UserError
+from leukopipe.workflow.atomic import write_json
+from leukopipe.workflow.hashing import sha256_file
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+# the hash cache sits beside raw.json in results/<run>/data/
+CACHE_NAME = "raw_hashes.json"
+
+
+def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
+    """(relative path, stat) of every regular file under ``root``, hidden files skipped."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            st = path.stat()
+            out.append((path.relative_to(root).as_posix(), st))
+    return out
+
+
+def _read_cache(cache: Path) -> dict[str, list[Any]]:
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get("files", {}) if data.get("format") == CACHE_FORMAT else {}
+
+
+def content_digest(root: str | os.PathLike[str], cache: str | os.PathLike[str]) -> str:
+    """sha256 over (relative path, size, sha256) of every file under ``root``.
+
+    ``cache`` (a JSON file outside ``root``: nothing under the raw folder is ever written) keeps
+    each file's hash with the size and mtime it had, so unchanged files are not read again.
+    """
+    root, cache = Path(root), Path(cache)
+    if not root.is_dir():
+        raise UserError(
+            f"data.raw_dir = {str(root)!r} is not a folder; point it at the extracted C-NMC copy"
+            " (README: 'The real C-NMC 2019 data')"
+        )
+    known = _read_cache(cache)
+    files: dict[str, list[Any]] = {}
+    to_hash = []
+    for rel, st in _walk(root):
+        entry = known.get(rel)
+        if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            files[rel] = entry
+        else:
+            to_hash.append((rel, st))
+    if to_hash:
+        size = sum(st.st_size for _, st in to_hash)
+        log.info("hashing %d raw file(s), %.1f MB, under %s", len(to_hash), size / 1e6, root)
+        for rel, st in to_hash:
+            files[rel] = [st.st_size, st.st_mtime_ns, sha256_file(root / rel)]
+    if files != known:
+        write_json(cache, {"format": CACHE_FORMAT, "files": files})
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(f"{rel}\t{files[rel][0]}\t{files[rel][2]}\n".encode())
+    return digest.hexdigest()
+
+
+def source_identity(data: dict[str, Any]) -> str:
+    """What determines the data before any file exists: the generator's settings, the archive's
+    checksum (or, without one, its URL), or, for an existing copy, nothing but its content."""
+    source = data["source"]
+    if source == "synthetic":
+        return "synthetic:" + json.dumps(data["synthetic"], sort_keys=True)
+    if source == "url":
+        return "url:" + (data["sha256"] or data["url"])
+    return "existing"
+
+
+def download_identity(data: dict[str, Any], cache: Path) -> str:
+    """The rerun trigger of the download step: the source, and an existing copy's content."""
+    identity = source_identity(data)
+    if data["source"] == "existing":
+        if not Path(data["raw_dir"]).is_dir():
+            return f"{identity}:missing"  # the download step then says what to do, in one line
+        return f"{identity}:{content_digest(data['raw_dir'], cache)}"
+    return identity
+
+
+def merge_identity(data: dict[str, Any], raw_record: Path, cache: Path) -> str:
+    """The rerun trigger of merge: equal exactly when the raw content is.
+
+    An existing copy is its content digest. Data the download step makes (generated or
+    extracted) are known by their source until the step has run; from then on a copy whose
+    content no longer matches the digest download recorded in ``raw_record`` counts as changed
+    (download itself does not rerun over it: the edited copy is the user's data now).
+    """
+    identity = download_identity(data, cache)
+    raw_dir = Path(data["raw_dir"])
+    if data["source"] != "existing" and raw_record.is_file() and raw_dir.is_dir():
+        recorded = json.loads(raw_record.read_text(encoding="utf-8")).get("content_digest")
+        current = content_digest(raw_dir, cache)
+        if recorded and current != recorded:
+            return f"{identity}:modified:{current}"
+    return identity
