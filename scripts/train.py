@@ -25,7 +25,13 @@ from leukopipe.workflow import cli
 log = logging.getLogger("train")
 
 _CHOICES = {"strategy": STRATEGIES, "amp": AMP_MODES}
-_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _float_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+_TYPES = {"int": int, "float": float, "str": str, "float | None": _float_or_none}
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,17 @@ from leukopipe.train.models import (
     trainable_parameters,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a small shared machine two competing OpenMP threads make these
+    small forward passes many times slower (20x measured for the timm freeze comparison)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 STUDY_BACKBONES = [
     "resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1", "efficientnet_b3",
 ]
@@ -139,3 +150,65 @@ def test_set_train_mode_keeps_frozen_batchnorm_in_eval():
     assert torch.equal(model.layer3[0].bn1.running_mean, before)
     set_train_mode(model, False)
     assert not any(m.training for m in model.modules())
+
+
+# --------------------------------------------- timm's own helpers: which we use, which not
+
+
+def test_timm_freeze_gives_the_same_outputs_but_changes_the_checkpoint_layout():
+    """Why apply_strategy + set_train_mode rather than timm.utils.freeze for frozen BatchNorms:
+    both keep the running statistics and compute the same outputs in train mode, but timm's
+    swaps BatchNorm2d for FrozenBatchNorm2d, so the saved state loses num_batches_tracked and no
+    longer lists the architecture's tensors (and only 2-D BatchNorms are covered)."""
+    from timm.layers import FrozenBatchNormAct2d
+    from timm.utils.model import freeze
+
+    torch.manual_seed(0)
+    ours = build_model("efficientnet_b0")
+    for m in ours.modules():  # non-trivial running statistics to keep
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    theirs = build_model("efficientnet_b0")
+    theirs.load_state_dict(ours.state_dict())
+    summary = apply_strategy(ours, "partial", 2)
+    frozen = [n for n, _ in ours.named_children() if n in ("conv_stem", "bn1")]
+    freeze(theirs, frozen + [f"blocks.{i}" for i in range(5)])
+    assert {n for n, p in theirs.named_parameters() if p.requires_grad} == {
+        n for n, p in ours.named_parameters() if p.requires_grad
+    }
+    set_train_mode(ours)
+    theirs.train()
+    x = torch.rand(4, 3, 32, 32, dtype=torch.float64)  # float32 rounds the two formulas apart
+    outputs = []
+    for model in (ours, theirs):
+        torch.manual_seed(1)  # the same dropout masks
+        outputs.append(model.double()(x))
+    torch.testing.assert_close(*outputs, rtol=1e-9, atol=1e-9)
+
+    assert isinstance(theirs.bn1, FrozenBatchNormAct2d)
+    lost = set(ours.state_dict()) - set(theirs.state_dict())
+    assert lost and all(k.endswith("num_batches_tracked") for k in lost)
+    assert "blocks.5.0.bn1.num_batches_tracked" not in lost  # trained part untouched
+    assert summary.trainable_modules[0] == "blocks.5"
+
+
+@pytest.mark.parametrize(
+    "backbone", ["resnet18", "efficientnet_b0", "convnext_atto", "vit_tiny_patch16_224"]
+)
+def test_partial_cut_follows_timm_layer_order(backbone):
+    """Our stages come from the same group_matcher as timm's group_with_matcher (used by timm's
+    layer decay): every tensor partial trains sits at a timm layer no shallower than any frozen
+    one. group_with_matcher itself only numbers layers, it does not say which are stages (vs
+    stem, neck, head), so the stage list reads the matcher's captures directly."""
+    from timm.models._manipulate import group_with_matcher
+
+    model = build_model(backbone)
+    layer = group_with_matcher(
+        model.named_parameters(), model.group_matcher(coarse=True), reverse=True
+    )
+    for n in range(1, len(stages(model)) + 1):
+        apply_strategy(model, "partial", n)
+        trained = [layer[k] for k, p in model.named_parameters() if p.requires_grad]
+        frozen = [layer[k] for k, p in model.named_parameters() if not p.requires_grad]
+        assert min(trained) > max(frozen)

@@ -372,17 +372,21 @@ def test_cli_has_a_flag_for_every_config_field():
     args = parser.parse_args([
         "--backbone", "efficientnet_b3", "--strategy", "partial", "--partial-stages", "3",
         "--epochs", "7", "--patience", "2", "--lr", "0.01", "--batch-size", "5",
-        "--eval-batch-size", "9", "--weight-decay", "0.1", "--flips", "--workers", "3",
-        "--compile", "--amp", "fp16", "--seed", "4", "--pretrained-weights", "w.safetensors",
+        "--eval-batch-size", "9", "--weight-decay", "0.1", "--layer-decay", "0.75", "--flips",
+        "--workers", "3", "--compile", "--amp", "fp16", "--seed", "4",
+        "--pretrained-weights", "w.safetensors",
     ])
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     assert cfg == TrainConfig(
         backbone="efficientnet_b3", strategy="partial", partial_stages=3, epochs=7, patience=2,
-        lr=0.01, batch_size=5, eval_batch_size=9, weight_decay=0.1, flips=True, workers=3,
-        compile=True, amp="fp16", seed=4, pretrained_weights="w.safetensors",
+        lr=0.01, batch_size=5, eval_batch_size=9, weight_decay=0.1, layer_decay=0.75, flips=True,
+        workers=3, compile=True, amp="fp16", seed=4, pretrained_weights="w.safetensors",
     )
     defaults = parser.parse_args(["--backbone", "resnet18", "--strategy", "full"])
     cfg = TrainConfig(**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
     assert cfg == TrainConfig(backbone="resnet18", strategy="full")
     assert cfg.pretrained_weights is None and cfg.epochs == 50 and cfg.patience == 15
+    assert cfg.layer_decay is None  # off unless asked for
+    none = parser.parse_args(["--backbone", "x", "--strategy", "full", "--layer-decay", "none"])
+    assert none.layer_decay is None
     assert all(action.help for action in parser._actions)

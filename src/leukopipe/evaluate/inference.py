@@ -48,7 +48,7 @@ def load_classifier(checkpoint: str | os.PathLike[str], device: str | None = Non
     for key in ("state_dict", "backbone", "mean", "std", "image_size"):
         if key not in meta:
             raise ValueError(f"{path}: not a leukopipe checkpoint (no {key!r} inside)")
-    model = build_model(meta["backbone"], num_classes=len(meta.get("class_names", (0, 1))))
+    model = build_model(meta["backbone"], len(meta.get("class_names", (0, 1))), meta["image_size"])
     # a torch.compile'd model saves its weights under _orig_mod.
     state = {k.removeprefix("_orig_mod."): v for k, v in meta.pop("state_dict").items()}
     model.load_state_dict(state)

@@ -45,6 +45,11 @@ CNMC_CELLS = (110, 138)
 STUDY_A = ("resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1", "efficientnet_b3")
 GPU_BACKBONES = ("resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1",
                  "efficientnet_b3")
+# Study C: a ConvNeXt, an EfficientNetV2, a supervised ViT-S/16 and the self-supervised DINOv2
+# ViT-S/14 (run at 224 px: a 16 x 16 patch grid), each with the pretrained tag it fetches.
+STUDY_C_BACKBONES = ("convnext_tiny.fb_in22k_ft_in1k", "efficientnetv2_rw_s.ra2_in1k",
+                     "vit_small_patch16_224.augreg_in21k_ft_in1k",
+                     "vit_small_patch14_dinov2.lvd142m")
 
 
 @dataclass
@@ -336,7 +341,7 @@ def pure_step_rate(backbone: str, image_size: int, batch_size: int, device: str 
     use_amp = dev.type == "cuda" and amp != "none"
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     with _numerics(dev):  # the real loop's numerics: same kernels
-        model = build_model(backbone).to(dev).train()
+        model = build_model(backbone, image_size=image_size).to(dev).train()
         if cl:
             model.to(memory_format=torch.channels_last)
         fwd = torch.compile(model) if compile else model
@@ -422,7 +427,7 @@ def inference_rate(backbone: str, pixels: Path, batch_size: int, device: str = "
     if max_images is not None:
         store = store[:max_images]
     dev = torch.device(device)
-    model = build_model(backbone).to(dev).eval()
+    model = build_model(backbone, image_size=int(store.shape[1])).to(dev).eval()
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     mean, std = normalisation(backbone)

@@ -51,8 +51,8 @@ from leukopipe.train.models import (
     apply_strategy,
     build_model,
     normalisation,
+    optimizer_param_groups,
     set_train_mode,
-    trainable_parameters,
 )
 from leukopipe.train.weights import load_pretrained
 from leukopipe.workflow.atomic import atomic_path, write_parquet
@@ -89,6 +89,10 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata={"help": "training batch size"})
     eval_batch_size: int = field(default=256, metadata={"help": "validation batch size"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay (L2)"})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "layer-wise learning-rate decay in (0, 1): each layer "
+                                "below the head trains at this times the one above; none = off"}
+    )
     flips: bool = field(
         default=False, metadata={"help": "random horizontal/vertical flips on the device"}
     )
@@ -119,6 +123,10 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.lr < 0 or self.weight_decay < 0:
             raise ValueError("lr and weight_decay must be >= 0")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1] or none, got {self.layer_decay}")
+        if self.layer_decay == 1:
+            self.layer_decay = None  # the same run either way, so the same fingerprint
         if self.pretrained_weights is not None:
             self.pretrained_weights = str(self.pretrained_weights)
             if self.pretrained_weights.lower() == "none":
@@ -159,10 +167,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def prepare_model(cfg: TrainConfig) -> tuple[nn.Module, StrategySummary, dict[str, Any] | None]:
-    """Build the model for ``cfg`` (head initialised from ``cfg.seed``), load weights, freeze."""
+def prepare_model(
+    cfg: TrainConfig, image_size: int | None = None
+) -> tuple[nn.Module, StrategySummary, dict[str, Any] | None]:
+    """Build the model for ``cfg`` and ``image_size`` px images (head initialised from
+    ``cfg.seed``), load weights, freeze."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.backbone, num_classes=len(CLASS_NAMES))
+    model = build_model(cfg.backbone, num_classes=len(CLASS_NAMES), image_size=image_size)
     report = None
     if cfg.pretrained_weights:
         report = load_pretrained(model, cfg.pretrained_weights, cfg.backbone)
@@ -397,7 +408,7 @@ def train(
 
     with _numerics(dev), _stop_on_signals() as stop:
         seed_everything(cfg.seed)
-        model, summary, weights_report = prepare_model(cfg)
+        model, summary, weights_report = prepare_model(cfg, train_set.image_size)
         channels_last = dev.type == "cuda"
         model.to(dev)
         if channels_last:
@@ -406,7 +417,7 @@ def train(
             torch.compile(model) if cfg.compile else model
         )
         optimizer = torch.optim.Adam(
-            trainable_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay
+            optimizer_param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)
         )
         use_amp = dev.type == "cuda" and cfg.amp != "none"
         amp_dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
@@ -600,7 +611,7 @@ def load_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained model from best.pt/last.pt alone (no config needed), in eval mode."""
     ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
-    model = build_model(ckpt["backbone"], num_classes=ckpt["num_classes"])
+    model = build_model(ckpt["backbone"], ckpt["num_classes"], ckpt.get("image_size"))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt

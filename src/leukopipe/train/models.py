@@ -1,9 +1,17 @@
-"""Backbones and fine-tuning strategies (frozen / partial / full) for any timm CNN.
+"""Backbones and fine-tuning strategies (frozen / partial / full) for any timm model.
 
-Stages are found generically from timm's own ``group_matcher`` (the same grouping timm uses
+Stages are found generically from timm's own coarse ``group_matcher`` (the grouping timm uses
 for layer-wise learning-rate decay), so "the deepest N stages" means the same thing for
-ResNets (``layer1..4``), EfficientNets (``blocks.0..6``) and any other timm model without a
-per-model table of layer names.
+ResNets (``layer1..4``), EfficientNets (``blocks.0..6``), ConvNeXts (``stages.0..3``) and any
+other timm model without a per-model table of layer names. For a vision transformer timm's
+coarse unit is the block (``blocks.0..11``), so there ``partial_stages: N`` trains the N deepest
+blocks, the final norm and the head.
+
+Frozen BatchNorms stay in eval mode (:func:`set_train_mode`) rather than being swapped for
+timm's ``FrozenBatchNorm2d`` (``timm.utils.freeze``): the outputs are the same, but the swap
+changes module types and drops ``num_batches_tracked`` from checkpoints, and covers only 2-D
+BatchNorms (see tests/test_models.py). Layer-wise learning-rate decay is timm's own
+``param_groups_layer_decay`` (:func:`optimizer_param_groups`).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any, Literal
 
 import timm
 import torch
+from timm.optim import param_groups_layer_decay
 from torch import nn
 
 Strategy = Literal["frozen", "partial", "full"]
@@ -35,10 +44,53 @@ def _check_backbone(backbone: str) -> None:
         )
 
 
-def build_model(backbone: str, num_classes: int = 2) -> nn.Module:
-    """A timm ``backbone`` with a freshly initialised ``num_classes`` head (no download)."""
+def build_model(
+    backbone: str, num_classes: int = 2, image_size: int | None = None
+) -> nn.Module:
+    """A timm ``backbone`` with a freshly initialised ``num_classes`` head (no download).
+
+    ``image_size`` is the side of the images it will see. Models whose pretrained config says
+    their input size is fixed (vision transformers: one position embedding per patch) are built
+    for it, and it must be a whole number of patches; other models take any size.
+    """
     _check_backbone(backbone)
-    return timm.create_model(backbone, pretrained=False, num_classes=num_classes)
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    sized = image_size is not None and cfg is not None and bool(cfg.fixed_input_size)
+    kwargs = {"img_size": image_size} if sized else {}
+    model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, **kwargs)
+    if image_size is not None:
+        _check_patch_grid(model, backbone, image_size)
+    return model
+
+
+def _check_patch_grid(model: nn.Module, backbone: str, image_size: int) -> None:
+    # timm silently crops an image that is not a whole number of patches; refuse instead.
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch and any(image_size % int(p) for p in patch):
+        side = int(patch[0])
+        lower, upper = image_size // side * side, (image_size // side + 1) * side
+        raise ValueError(
+            f"image size {image_size} px does not fit {backbone}'s {side} px patches; choose a "
+            f"multiple of {side}, e.g. {lower or upper} or {upper}"
+        )
+
+
+def input_size(backbone: str, override: int | None = None) -> int:
+    """Side in pixels of the square images ``backbone`` trains on.
+
+    ``override`` when given (e.g. 224 for a DINOv2 ViT, whose pretrained config says 518), else
+    the input size of timm's pretrained config; for a vision transformer it must be a whole
+    number of patches (224 = 16 x 14 for patch-14 DINOv2, 14 x 16 for ViT-S/16).
+    """
+    _check_backbone(backbone)
+    if override is None:
+        cfg = timm.models.get_pretrained_cfg(backbone)
+        override = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
+    if override < 1:
+        raise ValueError(f"image size must be >= 1 px, got {override}")
+    with torch.device("meta"):  # no memory, no initialisation: just the patch grid
+        build_model(backbone, image_size=override)
+    return override
 
 
 def normalisation(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -266,3 +318,29 @@ def set_train_mode(model: nn.Module, mode: bool = True) -> nn.Module:
 def trainable_parameters(model: nn.Module) -> list[torch.nn.Parameter]:
     """Parameters that require gradients (what the optimiser should see)."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def optimizer_param_groups(
+    model: nn.Module, lr: float, weight_decay: float = 0.0, layer_decay: float | None = None
+) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: every trainable parameter at ``lr``.
+
+    With ``layer_decay`` d (0 < d < 1) the learning rate decays layer by layer from the head
+    down: timm's ``param_groups_layer_decay`` over timm's fine grouping (a ViT block, a CNN
+    block), the head at ``lr``, each layer below at d times the one above, the stem lowest.
+    ``None`` or 1.0 is off. ``weight_decay`` applies to every parameter either way (as Adam's
+    L2 does without decay); each group keeps timm's ``lr_scale`` next to its ``lr``.
+    """
+    params = trainable_parameters(model)
+    if layer_decay is None or layer_decay == 1.0:
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
+    if not 0.0 < layer_decay < 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1] or None (off), got {layer_decay}")
+    groups = param_groups_layer_decay(
+        model, weight_decay=weight_decay, layer_decay=layer_decay,
+        weight_decay_exclude_1d=False,
+    )
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    # deepest first, so that param_groups[0] (whose lr the training history logs) is the head's
+    return groups[::-1]

@@ -17,6 +17,7 @@ import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from leukopipe.errors import UserError
@@ -135,7 +136,9 @@ def load_pretrained(
 
     The file's classifier is dropped (its class count is ImageNet's); every other tensor of the
     model must be found in the file with the same shape, and the file must hold nothing else.
-    Returns a short report (tensors loaded, keys dropped).
+    A vision transformer built for another image size than the file's (DINOv2: 518 px, 37 x 37
+    patches) first gets its position embedding resampled to its own patch grid, by timm's own
+    loading filter. Returns a short report (tensors loaded, keys dropped, keys resampled).
     """
     path = Path(path)
     if not path.is_file():
@@ -153,6 +156,9 @@ def load_pretrained(
             f"`{fetch_command(backbone, path)}`"
         ) from exc
     _warn_if_other_backbone(path, backbone)
+    state, resampled = _fit_to_patch_grid(state, model)
+    if resampled:
+        log.info("resampled %s of %s to the model's patch grid", ", ".join(resampled), path)
 
     heads = classifier_names(model)
     dropped = sorted(k for k in state if is_head_key(k, heads))
@@ -180,7 +186,24 @@ def load_pretrained(
     if leftover or result.unexpected_keys:
         not_loaded = leftover + list(result.unexpected_keys)
         raise WeightsError(f"weights file {path}: keys not loaded: {not_loaded}")
-    return {"path": str(path), "loaded": len(state), "dropped_head_keys": dropped}
+    return {
+        "path": str(path), "loaded": len(state), "dropped_head_keys": dropped,
+        "resampled_keys": resampled,
+    }
+
+
+def _fit_to_patch_grid(
+    state: dict[str, torch.Tensor], model: nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Resample a ViT's position embedding (and patch kernel) to the model's grid, as timm does
+    when it loads pretrained weights into a ViT of another image size; other models: as is."""
+    if not isinstance(model, VisionTransformer):
+        return state, []
+    fitted = checkpoint_filter_fn(state, model)
+    resampled = sorted(
+        k for k in fitted if k in state and fitted[k].shape != state[k].shape
+    )
+    return fitted, resampled
 
 
 def _warn_if_other_backbone(path: Path, backbone: str) -> None:
