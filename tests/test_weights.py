@@ -22,6 +22,7 @@ from leukopipe.train.weights import (
     save_weights,
     weights_path,
 )
+from leukopipe.workflow import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 _CREATE_MODEL = timm.create_model  # the real one, also while a test monkeypatches timm
@@ -149,7 +150,8 @@ def test_fetch_weights_cli_reports_failure_in_one_line(tmp_path, monkeypatch, ca
     monkeypatch.setattr(weights.timm, "create_model", lambda *a, **k: (_ for _ in ()).throw(
         OSError("offline")))
     dest = tmp_path / "efficientnet_b0.safetensors"
-    assert script.main(["--backbone", "efficientnet_b0", "--out", str(dest)]) == 1
+    argv = ["--backbone", "efficientnet_b0", "--out", str(dest)]
+    assert cli.run(script.main, argv) == 1  # the step's entry point: one line, exit 1
     assert f"error: could not download ImageNet weights for 'efficientnet_b0' into {dest}" in (
         capsys.readouterr().err
     )
