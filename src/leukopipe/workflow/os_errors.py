@@ -18,8 +18,8 @@ ADVICE: dict[int, str] = {
     errno.ENOSPC: "free space there or point the results folder at a larger disk, then rerun",
     errno.EDQUOT: "free space or ask for a larger quota, then rerun",
     errno.EROFS: "point the results folder at a writable file system, then rerun",
-    errno.EACCES: "check the owner and permissions of the folder (ls -ld), then rerun",
-    errno.EPERM: "check the owner and permissions of the folder (ls -ld), then rerun",
+    errno.EACCES: "check its owner and permissions (ls -ld), then rerun",
+    errno.EPERM: "check its owner and permissions (ls -ld), then rerun",
 }
 
 
