@@ -5,6 +5,10 @@ Applies the study's nine transforms (in order, with the configured parameters) t
 extra samples, records for every generated row its source image, seed and drawn parameters
 (train_balanced.parquet), and materialises all training pixels at --image-size into a uint8
 store that training reads without decoding.
+
+The store's disk space is reserved before any image is read (a full disk stops the step at once,
+naming the folder), each source image must still match the sha256 of the index, and SIGTERM
+stops the workers and exits 143 without leaving a half-written file.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 
 Writes a CSV with, per image: probability of ALL, predicted class (all/hem), confidence and a
 refer-to-expert flag (confidence below the threshold chosen on validation by the evaluate step,
-read from its metrics.json, or given with --refer-below). Unreadable images are named; with
---keep-going they get an error column entry and the rest are still scored. For a single image,
+read from its metrics.json, or given with --refer-below). Finding no image is an error. An
+unreadable image stops the run, naming it; with --keep-going it gets an error column entry and
+the rest are still scored. For a single image,
 --gradcam-out also saves its Grad-CAM map (the regions behind the call) as a PNG.
 """
 
@@ -70,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="CSV file to write")
     args = p.parse_args(argv)
 
+    paths = list_images(args.images, args.column)  # before the model: no images fails at once
     clf = load_classifier(args.checkpoint, args.device)
-    paths = list_images(args.images, args.column)
     if args.gradcam_out and len(paths) != 1:
         raise ValueError(f"--gradcam-out explains a single image; {args.images} holds {len(paths)}")
     refer = referral_threshold(args.metrics, args.refer_below)

@@ -2,6 +2,8 @@
 """Resize step: materialise a validation or test manifest's pixels (resize only, never augmented).
 
 Writes a copy of the manifest with a store_row column and the uint8 pixel store it points to.
+As in the augment step, the store's disk space is reserved first, each image must still match
+the sha256 of the index, and SIGTERM exits 143 without leaving a half-written file.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def train(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
         rows.append({
             "image_id": path.stem, "path": str(path), "subject": subject, "label": label,
             "class_name": "ALL" if label else "Hem", "subset": "fold_0", "width": 64,
-            "height": 64, "sha256": f"{i:064x}",
+            "height": 64, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         })
     return pd.DataFrame(rows)
 
@@ -194,9 +195,9 @@ def test_each_source_decoded_once(plan: pd.DataFrame, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
 
-    def counting(path, size):
+    def counting(path, size, sha256=None):
         calls.append(str(path))
-        return load_rgb(path, size)
+        return load_rgb(path, size, sha256)
 
     monkeypatch.setattr(aug, "load_rgb", counting)
     materialise(plan, SIZE, AugmentConfig(), tmp_path / "s.npy", workers=1)
@@ -209,6 +210,7 @@ def test_bad_image_aborts_without_a_store(train: pd.DataFrame, tmp_path: Path) -
     broken.write_bytes(b"BM this is not a bitmap")
     bad_train = train.copy()
     bad_train.loc[N_ALL, "path"] = str(broken)  # a Hem original, also used as a source
+    bad_train.loc[N_ALL, "sha256"] = hashlib.sha256(broken.read_bytes()).hexdigest()
     bad_plan = plan_balanced(bad_train, TARGET, seed=1)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=r"UID_9_9_9_hem\.bmp"):

@@ -3,6 +3,7 @@ docs/benchmarks.md; here: every function runs, counts what it ran, and reports s
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -142,10 +143,12 @@ def test_resize_path_does_not_import_torch(tmp_path: Path) -> None:
     # re-import leukopipe.augment.plan, which must not pull in torch for resize-only work
     img = tmp_path / "a.bmp"
     Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(img)
+    sha = hashlib.sha256(img.read_bytes()).hexdigest()
     code = (
         "import sys, pandas as pd\n"
         "from leukopipe.augment.plan import materialise_plain\n"
-        f"materialise_plain(pd.DataFrame({{'path': [{str(img)!r}]}}), 16, {str(tmp_path / 's.npy')!r})\n"
+        f"df = pd.DataFrame({{'path': [{str(img)!r}], 'sha256': [{sha!r}]}})\n"
+        f"materialise_plain(df, 16, {str(tmp_path / 's.npy')!r})\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -190,12 +191,15 @@ def test_predict_names_unreadable_images_and_keeps_going(trained, tmp_path):
         Image.fromarray(np.full((50, 50, 3), v, np.uint8)).save(folder / f"c{i}.bmp")
     (folder / "broken.bmp").write_bytes(b"BM not an image")
     paths = sorted(folder.iterdir())
-    with pytest.raises(ValueError, match=r"broken\.bmp"):
+    with pytest.raises(ValueError, match=r"broken\.bmp.*--keep-going") as err:
         predict_paths(clf, paths)
+    # the user's own images: no talk of the data set archive or of pipeline steps
+    assert not re.search(r"archive|merge|manifest|raw data", str(err.value))
     df = predict_paths(clf, paths, keep_going=True, refer_below=0.99)
     assert len(df) == 4
     bad = df[df.path.str.endswith("broken.bmp")].iloc[0]
     assert "broken.bmp" in bad["error"] and bad["refer_to_expert"]
+    assert not re.search(r"archive|merge|manifest|raw data", bad["error"])
     ok = df[df.error == ""]
     assert set(ok.predicted) <= {"all", "hem"} and ok.prob_all.between(0, 1).all()
 

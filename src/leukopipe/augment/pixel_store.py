@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from leukopipe.workflow.atomic import atomic_path
+from leukopipe.workflow.diskspace import SPACE_ERRNOS, disk_full, free_bytes, reserve
 
 
 @contextlib.contextmanager
@@ -24,9 +25,13 @@ def create_store(path: str | os.PathLike[str], n: int, size: int) -> Iterator[np
     The array lives in a temporary sibling file that is flushed and renamed onto ``path`` when the
     block exits normally; an exception removes it and leaves any previous ``path`` untouched.
     Other processes may open the temporary file (``arr.filename``) with mode ``r+`` to fill rows.
+    Its disk space is reserved first: a full disk raises DiskFullError here, naming the folder,
+    not SIGBUS in whichever process writes the first row that finds no free block.
     """
     if n < 0 or size <= 0:
         raise ValueError(f"create_store: need n >= 0 and size > 0, got n={n}, size={size}")
+    path = Path(path)
+    what = f"the pixel store {path.name} ({n} images at {size} px)"
     with atomic_path(path) as tmp:
         if n == 0:
             # mmap cannot map an empty data section; an empty in-memory array is saved instead.
@@ -35,7 +40,16 @@ def create_store(path: str | os.PathLike[str], n: int, size: int) -> Iterator[np
             with open(tmp, "wb") as fh:  # a file handle: np.save would append ".npy" to a name
                 np.save(fh, arr)
             return
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        free = free_bytes(path.parent)
+        try:
+            mm = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3)
+            )
+        except OSError as exc:  # not even the header fits
+            if exc.errno not in SPACE_ERRNOS:
+                raise
+            raise disk_full(path.parent, n * size * size * 3, free, what) from exc
+        reserve(tmp, tmp.stat().st_size, what)
         yield mm
         mm.flush()
         # The rename below is safe while the mapping is alive (POSIX keeps the inode).

@@ -9,7 +9,6 @@ count, chunking or order), and :func:`regenerate` rebuilds any of them from the 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,8 @@ import pandas as pd
 
 from leukopipe.augment.pixel_store import create_store
 from leukopipe.data.imageio import load_rgb
+from leukopipe.workflow.interrupt import stop_on_signals
+from leukopipe.workflow.workers import run_pool
 
 if TYPE_CHECKING:
     from leukopipe.augment.transforms import AugmentConfig
@@ -127,9 +128,9 @@ def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.D
 
 
 # ----------------------------------------------------------------------------- materialisation
-# A task is one source image (decoded once) plus the store rows it feeds: (row, aug_seed) with
-# aug_seed -1 for "the resized original itself".
-_Task = tuple[str, list[tuple[int, int]]]
+# A task is one source image (decoded once) plus the store rows it feeds: (path, the sha256 the
+# index recorded for it, [(row, aug_seed)]) with aug_seed -1 for "the resized original itself".
+_Task = tuple[str, str, list[tuple[int, int]]]
 
 _worker_store: np.ndarray | None = None
 _worker_size = 0
@@ -155,8 +156,9 @@ def _run_chunk(chunk: Sequence[_Task]) -> list[tuple[int, str]]:
     """Fill the store rows of ``chunk``; return (row, params JSON or "") for each."""
     assert _worker_store is not None
     done: list[tuple[int, str]] = []
-    for path, rows in chunk:
-        img = load_rgb(path, _worker_size)
+    for path, sha256, rows in chunk:
+        # the pixels must be those the index hashed: a raw file changed since is an error
+        img = load_rgb(path, _worker_size, sha256=sha256)
         for row, aug_seed in rows:
             if aug_seed < 0:
                 _worker_store[row] = img
@@ -173,23 +175,23 @@ def _run_chunk(chunk: Sequence[_Task]) -> list[tuple[int, str]]:
     return done
 
 
-def _make_tasks(paths: Iterable[str], seeds: Iterable[int]) -> list[_Task]:
-    groups: dict[str, list[tuple[int, int]]] = {}
-    for row, (path, seed) in enumerate(zip(paths, seeds, strict=True)):
-        groups.setdefault(path, []).append((row, int(seed)))
-    return list(groups.items())
+def _make_tasks(paths: Iterable[str], sha256s: Iterable[str], seeds: Iterable[int]) -> list[_Task]:
+    groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for row, (path, sha256, seed) in enumerate(zip(paths, sha256s, seeds, strict=True)):
+        groups.setdefault((path, sha256), []).append((row, int(seed)))
+    return [(path, sha256, rows) for (path, sha256), rows in groups.items()]
 
 
 def _chunk(tasks: list[_Task], workers: int) -> list[list[_Task]]:
     # Several chunks per worker balance the load; each keeps its source images whole.
-    total = sum(len(rows) for _, rows in tasks)
+    total = sum(len(rows) for _, _, rows in tasks)
     per_chunk = int(np.clip(total // max(1, workers * 16), 8, 256))
     chunks: list[list[_Task]] = []
     current: list[_Task] = []
     count = 0
     for task in tasks:
         current.append(task)
-        count += len(task[1])
+        count += len(task[2])
         if count >= per_chunk:
             chunks.append(current)
             current, count = [], 0
@@ -199,7 +201,7 @@ def _chunk(tasks: list[_Task], workers: int) -> list[list[_Task]]:
 
 
 def _fill_store(
-    paths: Sequence[str],
+    df: pd.DataFrame,
     seeds: Sequence[int],
     size: int,
     cfg: AugmentConfig | None,
@@ -207,19 +209,30 @@ def _fill_store(
     workers: int,
     progress: bool,
     desc: str,
+    raw_dir: str | os.PathLike[str] | None = None,
 ) -> list[str]:
-    """Write row i of the store from (paths[i], seeds[i]); return the params JSON of each row."""
+    """Write row i of the store from (df.path[i], seeds[i]); return the params JSON of each row.
+
+    On SIGTERM/SIGUSR1 it stops the workers, deletes the half-written store and raises
+    StepInterrupted (the step exits 128 + signal).
+    """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    n = len(paths)
+    n = len(df)
     params_json = [""] * n
-    tasks = _make_tasks(paths, seeds)
+    tasks = _make_tasks(_source_paths(df, raw_dir), [str(h) for h in df["sha256"]], seeds)
     chunks = _chunk(tasks, workers)
     cfg_dict = cfg.to_dict() if cfg is not None else None
     from tqdm import tqdm
 
     bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr)
-    with create_store(store_path, n, size) as store:
+
+    def record(done: list[tuple[int, str]]) -> None:
+        for row, pj in done:
+            params_json[row] = pj
+        bar.update(len(done))
+
+    with stop_on_signals() as stop, create_store(store_path, n, size) as store:
         if n == 0:
             bar.close()
             return params_json
@@ -230,24 +243,20 @@ def _fill_store(
             try:
                 _init_worker(store_file, size, cfg_dict)
                 for chunk in chunks:
-                    for row, pj in _run_chunk(chunk):
-                        params_json[row] = pj
-                    bar.update(sum(len(rows) for _, rows in chunk))
+                    stop.check()
+                    record(_run_chunk(chunk))
             finally:
                 _reset_worker()
                 if torch is not None and previous_threads is not None:
                     torch.set_num_threads(previous_threads)
         else:
             # 'spawn': forking a process that has already started torch's thread pools can hang.
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(
-                min(workers, len(chunks)), initializer=_init_worker,
-                initargs=(store_file, size, cfg_dict),
-            ) as pool:
-                for done in pool.imap_unordered(_run_chunk, chunks):
-                    for row, pj in done:
-                        params_json[row] = pj
-                    bar.update(len(done))
+            run_pool(
+                _run_chunk, chunks, workers, lambda _i, done: record(done),
+                what=f"writing {store_path}", context="spawn", initializer=_init_worker,
+                initargs=(store_file, size, cfg_dict), stop=stop,
+                writes_to=Path(store_path).parent,
+            )
         bar.close()
     return params_json
 
@@ -274,13 +283,18 @@ def _source_paths(df: pd.DataFrame, raw_dir: str | os.PathLike[str] | None) -> l
 
 
 def _check_paths_column(df: pd.DataFrame, fn: str) -> None:
-    if "path" not in df.columns:
-        raise ValueError(f"{fn}: manifest lacks the 'path' column")
-    bad = df["path"].isna()
-    if bad.any():
+    missing = [c for c in ("path", "sha256") if c not in df.columns]
+    if missing:
         raise ValueError(
-            f"{fn}: {int(bad.sum())} row(s) have no image path (e.g. row {bad.idxmax()})"
+            f"{fn}: manifest lacks the column(s) {missing} (each image's path and the content "
+            "hash the index recorded for it, which is checked before its pixels are stored)"
         )
+    for column, what in (("path", "image path"), ("sha256", "content hash")):
+        bad = df[column].isna()
+        if bad.any():
+            raise ValueError(
+                f"{fn}: {int(bad.sum())} row(s) have no {what} (e.g. row {bad.idxmax()})"
+            )
 
 
 def materialise(
@@ -296,6 +310,7 @@ def materialise(
 
     Returns the plan with ``aug_params`` (JSON of each generated row's params, "" for
     originals) and ``store_row`` filled. Generated pixels are always drawn from ``aug_seed``.
+    Each source file must still have the ``sha256`` the index recorded (ChangedImageError).
     With ``workers`` > 1 the work runs in 'spawn' processes, which re-import the calling
     script: call this from under ``if __name__ == "__main__":``.
     """
@@ -311,8 +326,8 @@ def materialise(
         raise ValueError("materialise: generated rows need a non-negative aug_seed")
     seeds = np.where(generated, seeds, -1)
     params_json = _fill_store(
-        _source_paths(plan, raw_dir), seeds.tolist(), size, cfg, store_path, workers, progress,
-        desc="augment",
+        plan, seeds.tolist(), size, cfg, store_path, workers, progress, desc="augment",
+        raw_dir=raw_dir,
     )
     out = plan.reset_index(drop=True).copy()
     out["aug_params"] = params_json
@@ -328,11 +343,14 @@ def materialise_plain(
     progress: bool = False,
     raw_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """Resize-only store for validation/test (never augmented); returns df plus ``store_row``."""
+    """Resize-only store for validation/test (never augmented); returns df plus ``store_row``.
+
+    Each file must still have the ``sha256`` the index recorded (ChangedImageError).
+    """
     _check_paths_column(df, "materialise_plain")
     _fill_store(
-        _source_paths(df, raw_dir), [-1] * len(df), size, None, store_path, workers, progress,
-        desc="resize",
+        df, [-1] * len(df), size, None, store_path, workers, progress, desc="resize",
+        raw_dir=raw_dir,
     )
     out = df.reset_index(drop=True).copy()
     out["store_row"] = np.arange(len(out), dtype=np.int64)

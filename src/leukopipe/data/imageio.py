@@ -10,32 +10,79 @@ exactly like ``Resize((size, size))``.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from leukopipe.errors import UserError
 
-def load_rgb(path: str | os.PathLike[str], size: int) -> np.ndarray:
-    """Read ``path``, convert to RGB, resize to ``size`` x ``size``; return uint8 HWC (C-order)."""
+
+class MissingImageError(UserError, FileNotFoundError):
+    """An image file that does not exist; the message names it."""
+
+
+class UnreadableImageError(UserError, ValueError):
+    """An image file that cannot be read or decoded; the message names it and says why."""
+
+
+class ChangedImageError(UserError, ValueError):
+    """A raw image whose bytes are no longer those the index hashed."""
+
+
+def read_rgb(
+    path: str | os.PathLike[str], size: int, sha256: str | None = None
+) -> np.ndarray:
+    """Read ``path``, convert to RGB, resize to ``size`` x ``size``; return uint8 HWC (C-order).
+
+    Errors name the file and the reason only (any image, from any source). With ``sha256`` the
+    file's bytes must have that digest (:class:`ChangedImageError` otherwise).
+    """
     if size <= 0:
-        raise ValueError(f"load_rgb: size must be a positive number of pixels, got {size}")
+        raise ValueError(f"read_rgb: size must be a positive number of pixels, got {size}")
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise MissingImageError(f"Image file not found: {path}") from err
+    except OSError as err:
+        raise UnreadableImageError(f"Cannot read image {path}: {err.strerror}") from err
+    if sha256 is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ChangedImageError(
+                f"{path} changed after the merge step indexed it (sha256 now {actual[:12]}..., "
+                f"indexed {sha256[:12]}...): its pixels are not the ones the splits were made "
+                "from. Restore the original file, or rerun from the merge step (snakemake "
+                "--forcerun merge) to index the new content."
+            )
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             # convert() forces a full decode, so truncated files fail here, naming the file.
             rgb = im.convert("RGB")
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"Image file not found: {path}. The index/manifest points at a file that is missing; "
-            "check that the raw dataset is complete, or rerun the merge step."
-        ) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ValueError(
-            f"Cannot decode image {path}: {err}. The file is corrupt or not an image; replace it "
-            "with an intact copy from the dataset archive (raw data is never modified here)."
-        ) from err
+        raise UnreadableImageError(f"Cannot decode image {path}: {err}") from err
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), resample=Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8, copy=True)
+
+
+def load_rgb(
+    path: str | os.PathLike[str], size: int, sha256: str | None = None
+) -> np.ndarray:
+    """:func:`read_rgb` for the data set's images: errors also say what to do about the data."""
+    try:
+        return read_rgb(path, size, sha256)
+    except MissingImageError as err:
+        raise MissingImageError(
+            f"{err}. The index/manifest points at a file that is missing; check that the raw "
+            "dataset is complete, or rerun the merge step."
+        ) from err.__cause__
+    except UnreadableImageError as err:
+        raise UnreadableImageError(
+            f"{err}. The file is corrupt or not an image; replace it with an intact copy from "
+            "the dataset archive (raw data is never modified here)."
+        ) from err.__cause__

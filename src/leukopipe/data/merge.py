@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import multiprocessing as mp
 import os
 from collections import defaultdict
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from PIL import Image
 
 from leukopipe.data.cnmc_names import CLASS_NAMES, parse_name
 from leukopipe.data.raw_layout import RawDataError, RawLayout
+from leukopipe.workflow.workers import run_pool
 
 INDEX_COLUMNS = [
     "image_id",
@@ -37,6 +37,7 @@ INDEX_COLUMNS = [
 ]
 CSV_HEADER = ["Patient_ID", "new_names", "labels"]
 MAX_LISTED = 20
+CHUNK = 64  # images per task sent to a worker
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,27 @@ def inspect_image(path: Path) -> tuple[str, int, int, str, str | None]:
         return digest, 0, 0, "", f"{path}: unreadable or truncated image ({exc}); re-extract it"
 
 
+def _inspect_chunk(paths: list[Path]) -> list[tuple[str, int, int, str, str | None]]:
+    return [inspect_image(p) for p in paths]
+
+
 def inspect_all(paths: list[Path], workers: int) -> list[tuple[str, int, int, str, str | None]]:
-    """inspect_image over many files, in ``workers`` processes, in input order."""
+    """inspect_image over many files, in ``workers`` processes, in input order.
+
+    A worker that dies (out of memory, killed) raises WorkerDiedError instead of hanging.
+    """
     if workers <= 1 or len(paths) < 16:
-        return [inspect_image(p) for p in paths]
-    with mp.get_context("forkserver").Pool(workers) as pool:
-        return pool.map(inspect_image, paths, chunksize=64)
+        return _inspect_chunk(paths)
+    chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
+    results: list[list[tuple[str, int, int, str, str | None]]] = [[] for _ in chunks]
+
+    def keep(i: int, result: list[tuple[str, int, int, str, str | None]]) -> None:
+        results[i] = result
+
+    run_pool(
+        _inspect_chunk, chunks, workers, keep, what="decoding the raw images", context="forkserver"
+    )
+    return [r for chunk in results for r in chunk]
 
 
 def _limited(problems: Iterable[str]) -> str:

@@ -11,26 +11,54 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
-from leukopipe.data.imageio import load_rgb
+from leukopipe.data.imageio import MissingImageError, UnreadableImageError, read_rgb
+from leukopipe.errors import UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
+class NoImagesError(UserError, ValueError):
+    """The given folder or CSV holds no image to score."""
+
+
+class ImageToScoreError(UserError, ValueError):
+    """One of the user's images cannot be scored, and --keep-going was not given."""
+
+
 def list_images(source: str | Path, column: str = "path") -> list[Path]:
-    """Image paths from a folder (sorted, recursive), a CSV column of paths, or one image."""
+    """Image paths from a folder (sorted, recursive), a CSV column of paths, or one image.
+
+    Raises NoImagesError when there is nothing to score.
+    """
     source = Path(source)
+    kinds = ", ".join(IMAGE_SUFFIXES)
     if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
         return [source]
     if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if source.suffix.lower() == ".csv":
+        files = [p for p in source.rglob("*") if p.is_file()]
+        images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            others = f" ({len(files)} other file(s) there)" if files else ""
+            raise NoImagesError(
+                f"no images in {source}{others}: looked for files ending in {kinds} "
+                "(upper or lower case), in sub-folders too"
+            )
+        return images
+    if source.suffix.lower() == ".csv" and source.is_file():
         df = pd.read_csv(source)
         if column not in df:
             raise ValueError(f"{source}: no column {column!r} (columns: {', '.join(df.columns)})")
-        return [Path(p) for p in df[column].astype(str)]
-    raise FileNotFoundError(f"{source}: neither an image, a folder of images nor a .csv of paths")
+        paths = [Path(p) for p in df[column].dropna().astype(str)]
+        if not paths:
+            raise NoImagesError(f"{source}: its column {column!r} lists no image paths")
+        return paths
+    if source.exists():
+        raise NoImagesError(
+            f"{source}: not an image ({kinds}), a folder of images or a .csv of image paths"
+        )
+    raise FileNotFoundError(f"{source}: no such image, folder or .csv file")
 
 
 def referral_threshold(metrics_json: str | Path | None, explicit: float | None) -> float | None:
@@ -75,10 +103,13 @@ def predict_paths(
         row: dict = {"path": str(path), "error": ""}
         rows.append(row)
         try:
-            batch.append(load_rgb(path, clf.image_size))
-        except (OSError, ValueError) as exc:
+            batch.append(read_rgb(path, clf.image_size))
+        except (MissingImageError, UnreadableImageError) as exc:
             if not keep_going:
-                raise
+                raise ImageToScoreError(
+                    f"{exc}; fix or remove it, or rerun with --keep-going to score the other "
+                    "images and list this one in the error column"
+                ) from exc
             log.warning("skipping %s: %s", path, exc)
             row.update(
                 prob_all=np.nan,
@@ -104,7 +135,7 @@ def gradcam_image(
     from leukopipe.evaluate import gradcam
     from leukopipe.report import figures  # deferred: only this option needs them
 
-    image = load_rgb(path, clf.image_size)
+    image = read_rgb(path, clf.image_size)
     cam, prob = gradcam.gradcam(clf, image[None], stage=stage)
     figures.gradcam_single_figure(image, cam[0], float(prob[0]), path.name, out, alpha)
     return float(prob[0])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.interrupt import StepInterrupted
+from leukopipe.workflow.os_errors import describe
 
 # errors whose message already tells the user what is wrong and what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -37,10 +41,30 @@ def setup_logging(verbose: bool = False) -> None:
 def run(
     main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None
 ) -> int:
-    """Run a script's main; known data and config errors exit 1 with their message, no traceback."""
+    """Run a script's main; known data and config errors exit 1 with their message, no traceback.
+
+    Operating-system errors the user can fix (full disk, read-only or forbidden folder) are such
+    errors too; any other OSError is a bug and keeps its traceback. A step stopped by
+    SIGTERM/SIGUSR1 exits 128 + signal.
+    """
     setup_logging()
+    # a fatal signal in this process (SIGBUS, SIGSEGV) still leaves a traceback in the log
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a descriptor
+        faulthandler.enable()
     try:
         return int(main(argv) or 0)
+    except StepInterrupted as exc:
+        logging.getLogger("leukopipe").warning("%s (exit code %d)", exc, exc.exit_code)
+        return exc.exit_code
+    except OSError as exc:
+        # a UserError or a FileNotFoundError made with its own message (no errno) says it already
+        message = None if isinstance(exc, UserError) or exc.errno is None else describe(exc)
+        if message is None:
+            if not isinstance(exc, USER_ERRORS):
+                raise
+            message = str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
