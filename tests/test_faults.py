@@ -89,8 +89,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def augment_cmd(train: Path, out: Path, workers: int) -> list[str]:
+    # the fixture's manifests hold absolute paths, which any --raw-dir leaves as they are
     return [
-        sys.executable, "scripts/augment.py", "--train-manifest", str(train),
+        sys.executable, "scripts/augment.py", "--train-manifest", str(train), "--raw-dir", "/",
+        "--seed", "0", "--transforms-json", "{}",
         "--image-size", str(SIZE), "--target-per-class", str(TARGET), "--workers", str(workers),
         "--manifest-out", str(out / "train_balanced.parquet"),
         "--pixels-out", str(out / "train_pixels.npy"), "--stats-out", str(out / "stats.json"),
@@ -99,7 +101,7 @@ def augment_cmd(train: Path, out: Path, workers: int) -> list[str]:
 
 def resize_cmd(manifest: Path, out: Path, workers: int) -> list[str]:
     return [
-        sys.executable, "scripts/resize.py", "--manifest", str(manifest),
+        sys.executable, "scripts/resize.py", "--manifest", str(manifest), "--raw-dir", "/",
         "--image-size", str(SIZE), "--workers", str(workers),
         "--manifest-out", str(out / "val.parquet"), "--pixels-out", str(out / "val_pixels.npy"),
     ]
@@ -262,7 +264,7 @@ def test_killed_merge_writer_leaves_a_temp_the_rerun_removes(
     )], cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE_S)
     assert killed.returncode == -signal.SIGKILL and temps(tmp_path)
     done = run_step([sys.executable, "scripts/merge.py", "--raw-json", str(data["raw_json"]),
-                     "--expected-size", "64", "--workers", "2", "--index-out", str(index),
+                     "--raw-dir", str(data["raw"]), "--expected-size", "64", "--workers", "2", "--index-out", str(index),
                      "--summary-out", str(summary)])
     assert done.returncode == 0, done.stderr
     assert temps(tmp_path) == []
