@@ -330,14 +330,14 @@ def pure_step_rate(backbone: str, image_size: int, batch_size: int, device: str 
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from leukopipe.train.loop import _numerics
+    from leukopipe.train.device import numerics
     from leukopipe.train.models import build_model
 
     dev = torch.device(device)
     cl = dev.type == "cuda" if channels_last is None else channels_last
     use_amp = dev.type == "cuda" and amp != "none"
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    with _numerics(dev):  # the real loop's numerics: same kernels
+    with numerics(dev):  # the real loop's numerics: same kernels
         model = build_model(backbone).to(dev).train()
         if cl:
             model.to(memory_format=torch.channels_last)
