@@ -18,6 +18,7 @@ from leukopipe.workflow.rules import (
     weights_input,
     without_workers,
 )
+from leukopipe.workflow.split_modes import split_id_pattern
 
 R = results_dir(config)
 EXPERIMENTS = expand_experiments(config)

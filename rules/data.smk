@@ -61,7 +61,7 @@ rule split:
     benchmark:
         f"{R}/benchmarks/split/{{split}}.tsv"
     wildcard_constraints:
-        split=r"image|patient|official|cv\d+-f\d+",
+        split=split_id_pattern(),
     conda:
         "../envs/data.yaml"
     resources:

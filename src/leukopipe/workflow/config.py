@@ -17,10 +17,9 @@ import jsonschema
 import jsonschema.exceptions
 
 from leukopipe.errors import UserError
-from leukopipe.workflow.split_modes import split_ids
+from leukopipe.workflow.split_modes import DEFAULT_SPLIT, SPLIT_MODES, mode_of, parse_split_id
 
 SCHEMA_FILE = "config.schema.json"
-DEFAULT_SPLIT = "image"
 
 
 class ConfigError(UserError, ValueError):
@@ -119,10 +118,22 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
             'config error: data.url = null is not allowed when data.source is "url";'
             " expected the archive's URL"
         )
+    _check_split_modes(config)
     _check_ensembles(config)
     if check_backbones:
         _check_backbones(config)
     return config
+
+
+def _check_split_modes(config: dict[str, Any]) -> None:
+    for gi, group in enumerate(config["experiments"]):
+        mode = group.get("split", DEFAULT_SPLIT)
+        if mode not in SPLIT_MODES:
+            allowed = ", ".join(json.dumps(name) for name in SPLIT_MODES)
+            raise ConfigError(
+                f"config error: experiments[{gi}].split = {json.dumps(mode)} is not allowed;"
+                f" expected one of {allowed} (the split modes of leukopipe.workflow.split_modes)"
+            )
 
 
 def _check_ensembles(config: dict[str, Any]) -> None:
@@ -192,12 +203,12 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
     """The experiment grid, keyed by name; groups that list the same job share it."""
     out: dict[str, Experiment] = {}
     for group in config["experiments"]:
-        mode = group.get("split", DEFAULT_SPLIT)
+        mode = SPLIT_MODES[group.get("split", DEFAULT_SPLIT)]
         # a cross-validated group is k ordinary experiments, one per fold's split
-        splits = split_ids(int(config["split"].get("folds", 5))) if mode == "cv" else [mode]
+        splits = mode.split_ids(int(config["split"].get("folds", 5)))
         stages = int(group.get("partial_stages", 2))
         for split in splits:
-            fold = int(split.rsplit("-f", 1)[1]) if mode == "cv" else None
+            fold = parse_split_id(split)[1] if mode.k_fold else None
             for backbone in group["backbones"]:
                 for strategy in group["strategies"]:
                     for seed in group["seeds"]:
@@ -230,8 +241,7 @@ def ensemble_members(config: dict[str, Any], ensemble: dict[str, Any]) -> dict[s
 
 def _in_group(exp: Experiment, group: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether ``group`` lists ``exp`` (an experiment may be listed by several groups)."""
-    mode = group.get("split", DEFAULT_SPLIT)
-    split_ok = exp.split == mode or (mode == "cv" and exp.fold is not None)
+    split_ok = mode_of(exp.split).name == group.get("split", DEFAULT_SPLIT)
     stages_ok = exp.strategy != "partial" or exp.partial_stages == group.get("partial_stages", 2)
     return (
         split_ok
