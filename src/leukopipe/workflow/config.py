@@ -192,11 +192,23 @@ class Experiment:
 
 
 def experiment_name(
-    split: str, backbone: str, strategy: str, partial_stages: int, seed: int
+    split: str | None,
+    backbone: str,
+    strategy: str,
+    partial_stages: int,
+    seed: int,
+    *,
+    lr: float | None = None,
 ) -> str:
-    """A stable, path-safe identifier such as ``image.resnet18.partial2.s0``."""
+    """A stable, path-safe identifier such as ``image.resnet18.partial2.s0``.
+
+    The pipeline's experiments name their split; the sweep's points (one split, several
+    learning rates) leave it out and name the rate instead: ``resnet18.partial2.lr0.0003.s1``.
+    """
     strat = f"partial{partial_stages}" if strategy == "partial" else strategy
-    return f"{split}.{backbone}.{strat}.s{seed}"
+    parts = [split] if split else []
+    parts += [backbone, strat] + ([f"lr{lr:g}"] if lr is not None else [])
+    return ".".join([*parts, f"s{seed}"])
 
 
 def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
