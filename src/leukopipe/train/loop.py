@@ -316,8 +316,9 @@ class _WaitClock:
 
 
 @dataclass
-class _Step:
-    """What one optimisation step needs: the model, how to call it, and its optimiser."""
+class TrainingSetup:
+    """What the training and validation passes run with: the model, how to call it, its
+    optimiser, mixed precision and the device-side input transform."""
 
     model: nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its torch.compile wrapper
@@ -330,7 +331,7 @@ class _Step:
 
 def train_one_epoch(
     epoch: int,
-    step: _Step,
+    setup: TrainingSetup,
     loader: Any,
     batches: int,
     stop: _StopFlag,
@@ -338,27 +339,27 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over the training loader (0-based ``epoch``): mean loss and accuracy, images/s,
     and the pass's wall time split into time waiting for the loader and the rest."""
-    set_train_mode(step.model)
+    set_train_mode(setup.model)
     t0 = time.perf_counter()
-    loss_sum = torch.zeros((), device=step.device, dtype=torch.float64)
-    correct = torch.zeros((), device=step.device, dtype=torch.int64)
+    loss_sum = torch.zeros((), device=setup.device, dtype=torch.float64)
+    correct = torch.zeros((), device=setup.device, dtype=torch.int64)
     seen = 0
     wait = _WaitClock()
     for images, labels in wait.timed(_progress(loader, batches, f"epoch {epoch+1}")):
         if stop.signum is not None:
             raise interrupted(stop.signum)
-        x, y = step.transform(images, labels, augment=True)
-        with step.autocast():
-            logits = step.forward(x)
+        x, y = setup.transform(images, labels, augment=True)
+        with setup.autocast():
+            logits = setup.forward(x)
             loss = F.cross_entropy(logits.float(), y)
-        step.optimizer.zero_grad(set_to_none=True)
-        if step.scaler is not None:
-            step.scaler.scale(loss).backward()
-            step.scaler.step(step.optimizer)
-            step.scaler.update()
+        setup.optimizer.zero_grad(set_to_none=True)
+        if setup.scaler is not None:
+            setup.scaler.scale(loss).backward()
+            setup.scaler.step(setup.optimizer)
+            setup.scaler.update()
         else:
             loss.backward()
-            step.optimizer.step()
+            setup.optimizer.step()
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(dim=1) == y).sum()
         seen += y.shape[0]
@@ -374,16 +375,16 @@ def train_one_epoch(
 
 
 def validate(
-    step: _Step,
+    setup: TrainingSetup,
     loader: Any,
     stop: _StopFlag,
     interrupted: Callable[[int], Exception],
 ) -> tuple[dict[str, float], float]:
     """Loss, accuracy, macro-F1 and AUC on the validation loader, and the seconds it took."""
     t0 = time.perf_counter()
-    step.model.eval()
+    setup.model.eval()
     logits, labels = predict_logits(
-        step.forward, loader, step.transform, step.autocast, stop, interrupted
+        setup.forward, loader, setup.transform, setup.autocast, stop, interrupted
     )
     metrics = classification_metrics(labels, logits)
     return metrics, time.perf_counter() - t0
@@ -426,7 +427,7 @@ def train(
     with numerics(dev), _stop_on_signals() as stop:
         seed_everything(cfg.seed)
         model, summary, weights_report = prepare_model(cfg)
-        step = _make_step(cfg, model, dev, mean, std)
+        setup = _make_setup(cfg, model, dev, mean, std)
         # A lone last sample would make BatchNorm fail in train mode, so drop it then.
         train_sampler = EpochBatchSampler(
             len(train_set), cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -444,7 +445,7 @@ def train(
             f"; weights {weights_report['path']}" if weights_report else "; no pretrained weights",
         )
 
-        rng = saver.resume(model, step.optimizer, step.scaler)
+        rng = saver.resume(model, setup.optimizer, setup.scaler)
         if rng is not None:
             _set_rng_state(rng)
             log.info("resuming from %s after epoch %d (best %.4f at epoch %d)",
@@ -458,17 +459,17 @@ def train(
         while not saver.finished:
             epoch = saver.epochs_done  # 0-based index of the epoch about to run
             train_sampler.set_epoch(epoch)
-            step.transform.set_epoch(epoch)
+            setup.transform.set_epoch(epoch)
             t0 = time.perf_counter()
-            fit = train_one_epoch(epoch, step, train_loader, len(train_sampler), stop,
+            fit = train_one_epoch(epoch, setup, train_loader, len(train_sampler), stop,
                                   interrupted)
-            val, val_seconds = validate(step, val_loader, stop, interrupted)
-            row = _history_row(epoch, fit, val, step.optimizer, time.perf_counter() - t0)
+            val, val_seconds = validate(setup, val_loader, stop, interrupted)
+            row = _history_row(epoch, fit, val, setup.optimizer, time.perf_counter() - t0)
             improved = saver.end_epoch(row, val, model, {
                 "train_seconds": fit["train_seconds"], "val_seconds": val_seconds,
                 "loader_wait_seconds": fit["loader_wait_seconds"],
             })
-            saver.save_state(model, step.optimizer, step.scaler, _rng_state())
+            saver.save_state(model, setup.optimizer, setup.scaler, _rng_state())
             _log_epoch(row, cfg.epochs, improved, saver.epochs_without_improvement)
             if saver.stopped_early:
                 log.info("early stopping: no better val macro-F1 for %d epochs", cfg.patience)
@@ -514,10 +515,10 @@ def _read_data(
     return train_set, val_set, identity
 
 
-def _make_step(
+def _make_setup(
     cfg: TrainConfig, model: nn.Module, dev: torch.device,
     mean: tuple[float, ...], std: tuple[float, ...],
-) -> _Step:
+) -> TrainingSetup:
     """Move ``model`` to ``dev`` and set up its optimiser, mixed precision and input transform."""
     channels_last = dev.type == "cuda"
     model.to(dev)
@@ -537,7 +538,7 @@ def _make_step(
         return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
 
     transform = DeviceTransform(mean, std, dev, channels_last, flips=cfg.flips, seed=cfg.seed)
-    return _Step(model, forward, optimizer, scaler, transform, autocast, dev)
+    return TrainingSetup(model, forward, optimizer, scaler, transform, autocast, dev)
 
 
 def _history_row(
