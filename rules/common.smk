@@ -28,7 +28,7 @@ from leukopipe.workflow.rules import (
     train_provenance,
     weights_record,
 )
-from leukopipe.workflow.split_modes import split_wildcard_pattern
+from leukopipe.workflow.split_modes import split_id_pattern
 
 RESULTS = results_dir(config)
 EXPERIMENTS = expand_experiments(config)
@@ -78,7 +78,7 @@ def get_split_dir(wildcards, output):
 
 
 def get_split_pattern():
-    return split_wildcard_pattern()
+    return split_id_pattern()
 
 
 # ------------------------------------------------------------------------------ per experiment

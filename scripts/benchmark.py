@@ -23,6 +23,7 @@ from leukopipe.tools import benchmark as bm
 from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("benchmark")
+REPO = Path(__file__).resolve().parents[1]  # the checkout whose step scripts are measured
 STAGES = ("data", "percore", "loader", "train", "eval")
 
 
@@ -89,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = args.target_per_class
         if target is None:
             target = 10000 if args.raw_dir else max(10, round(10000 * args.fraction))
-        rows += bm.data_stage(raw, work / "data", args.workers, args.image_size, target)
+        rows += bm.data_stage(raw, work / "data", args.workers, args.image_size, target,
+                              repo=REPO)
     if "percore" in stages:
         rows += bm.per_core(sorted(raw.rglob("*.bmp"))[:200], args.image_size)
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from leukopipe.evaluate.inference import load_classifier
-from leukopipe.evaluate.scoring import evaluate, file_sha256, gradcam_grid, train_val_gap
+from leukopipe.evaluate.scoring import evaluate, gradcam_grid, train_val_gap
 from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.hashing import sha256_file
 from leukopipe.workflow.provenance import provenance
 from leukopipe.workflow.schema import defaults
 
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_config": meta.get("train_config"),
             "checkpoint_code_version": (meta.get("provenance") or {}).get("code_version"),
         },
-        "checkpoint": {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint)},
+        "checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)},
         "provenance": provenance(),
     }
     outputs = {

@@ -20,7 +20,7 @@ from leukopipe.data.folds import assign_folds
 from leukopipe.data.split import SPLITS, audit, check_mode, make_splits
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.provenance import provenance
-from leukopipe.workflow.split_modes import parse_split_id
+from leukopipe.workflow.split_modes import SPLIT_MODES, parse_split_id
 
 log = logging.getLogger("split")
 
@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mode",
         required=True,
         type=check_mode,
-        help="image, patient, official, or cv<k>-f<i> (fold i of subject-disjoint k-fold CV)",
+        help="split id: " + ", ".join(m.id_form for m in SPLIT_MODES.values())
+        + " (<k>-f<i>: fold i of a k-fold mode)",
     )
     p.add_argument(
         "--test-fraction",

@@ -104,6 +104,21 @@ def test_run_step_measures_time_and_memory(tmp_path: Path) -> None:
         bm.run_step([str(bad)], tmp_path / "bad.log")
 
 
+def test_run_step_runs_in_the_given_folder_with_this_leukopipe(tmp_path: Path) -> None:
+    # the caller names the checkout (relative script paths), the package never guesses it
+    import leukopipe
+
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    (checkout / "scripts" / "where.py").write_text(
+        "import os, leukopipe\nprint(os.getcwd())\nprint(leukopipe.__file__)\n")
+    log = tmp_path / "where.log"
+    bm.run_step(["scripts/where.py"], log, interval=0.05, cwd=checkout)
+    cwd, imported = log.read_text().splitlines()[:2]
+    assert Path(cwd).resolve() == checkout.resolve()
+    assert Path(imported).resolve() == Path(leukopipe.__file__).resolve()
+
+
 def test_synthetic_spec_scales_cells_not_donors() -> None:
     full, small = bm.synthetic_spec(1.0), bm.synthetic_spec(0.1)
     assert full.cells_per_subject == bm.CNMC_CELLS and full.image_size == 450

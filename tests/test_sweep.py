@@ -79,6 +79,17 @@ def test_grid_covers_every_combination_with_unique_names():
         sweep.grid(_base(), [1e-3, 1e-3], [1], [0])
 
 
+def test_points_and_pipeline_experiments_share_one_name_builder():
+    from leukopipe.workflow.config import experiment_name
+
+    point = _base(strategy="partial", partial_stages=3, lr=2e-4, seed=4)
+    pipeline = experiment_name("patient", "resnet18", "partial", 3, 4)
+    assert pipeline == "patient.resnet18.partial3.s4"
+    # the same model is named the same way; a point has no split but names its rate
+    assert sweep.point_name(point) == "resnet18.partial3.lr0.0002.s4"
+    assert sweep.point_name(point) == experiment_name(None, "resnet18", "partial", 3, 4, lr=2e-4)
+
+
 def test_missing_augment_output_names_the_files(tmp_path):
     (tmp_path / "train_balanced.parquet").write_text("")
     with pytest.raises(FileNotFoundError, match=r"train_pixels\.npy, val\.parquet, val_pixels\.npy"):

@@ -137,6 +137,18 @@ def test_outputs_are_enough_for_inference(tmp_path, tiny):
     assert not (tmp_path / "run" / "resume" / "state.pt").exists()  # removed after success
 
 
+def test_history_splits_each_epochs_time(tmp_path, tiny):
+    _, out = _train(tmp_path, tiny, "run", epochs=2, strategy="frozen")
+    history = pd.read_parquet(out / "history.parquet")
+    timing = ["train_seconds", "val_seconds", "loader_wait_seconds", "save_seconds"]
+    assert list(history.columns[-len(timing) - 1:]) == ["improved", *timing[:3], "save_seconds"]
+    assert (history[timing] > 0).all().all()
+    assert (history["loader_wait_seconds"] < history["train_seconds"]).all()
+    # seconds is the training and validation passes together; the save comes after it
+    total = history["train_seconds"] + history["val_seconds"]
+    assert ((total <= history["seconds"]) & (history["seconds"] - total < 0.2)).all()
+
+
 # ------------------------------------------------------------------------- early stop & learn
 
 

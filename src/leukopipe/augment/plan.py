@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.augment.pixel_store import create_store
+from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.data.imageio import load_rgb
 from leukopipe.workflow.interrupt import stop_on_signals
 from leukopipe.workflow.workers import run_pool
@@ -34,7 +35,6 @@ TRAIN_COLUMNS = (
     "image_id", "path", "subject", "label", "class_name", "subset", "width", "height", "sha256",
 )
 PLAN_COLUMNS = ("generated", "source_image_id", "aug_seed", "aug_params")
-CLASS_NAMES = {0: "Hem", 1: "ALL"}
 
 # Distinct first spawn-key words keep the permutation stream and the per-sample seeds apart.
 _PERMUTATION_KEY = 0
@@ -70,7 +70,7 @@ def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.D
     if isinstance(target_per_class, bool) or not isinstance(target_per_class, int | np.integer):
         raise ValueError(f"target_per_class must be an integer, got {target_per_class!r}")
     labels = set(pd.unique(train["label"]).tolist())
-    if not labels <= set(CLASS_NAMES):
+    if not labels <= set(range(len(DISPLAY_NAMES))):
         raise ValueError(
             f"plan_balanced: labels must be 0 (Hem) or 1 (ALL); found {sorted(labels, key=str)}"
         )
@@ -88,8 +88,7 @@ def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.D
     originals["aug_params"] = ""
 
     parts = [originals]
-    for label in sorted(CLASS_NAMES):
-        name = CLASS_NAMES[label]
+    for label, name in enumerate(DISPLAY_NAMES):
         members = originals[originals["label"] == label]
         n_c = len(members)
         if n_c == 0:

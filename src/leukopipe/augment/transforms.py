@@ -5,7 +5,7 @@ recorded in a plain, JSON-serialisable dict; :func:`apply_params` is then a pure
 (image, params, config). That split is what makes each generated training image regenerable
 bit-for-bit from the manifest, and makes the result independent of worker count or order.
 
-Order and semantics follow the protocol (paper-protocol.md) and torchvision.transforms.v2:
+Order and semantics follow Study A's augmentation protocol and torchvision.transforms.v2:
 
 1. RandomHorizontalFlip(p)          applied when u < p
 2. RandomVerticalFlip(p)            applied when u < p

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CLASS_NAMES = ("hem", "all")  # index = label: 0 = Hem (healthy), 1 = ALL (leukemic)
+# The one class table; index = label: 0 = Hem (healthy), 1 = ALL (leukemic).
+CLASS_NAMES = ("hem", "all")  # as in file and folder names, manifests and checkpoints
+DISPLAY_NAMES = ("Hem", "ALL")  # as printed in messages, tables and figures
 LABEL_OF = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 _NAME = re.compile(r"^UID_([hH]?)(\d+)_(\d+)_(\d+)_(all|hem)\.bmp$", re.IGNORECASE)

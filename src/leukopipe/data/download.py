@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from leukopipe import __version__
 from leukopipe.errors import UserError
+from leukopipe.workflow.hashing import CHUNK, sha256_file, update_from_file
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ CNMC_HELP = (
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
-_HASH_CHUNK = 1 << 20
 
 
 class DownloadError(UserError, RuntimeError):
@@ -96,20 +96,10 @@ def _normalise_sha256(sha256: str | None) -> str | None:
     return value
 
 
-def sha256_file(path: Path, chunk_size: int = _HASH_CHUNK) -> str:
-    """The SHA-256 hex digest of a file, read in chunks (archives are ~10 GB)."""
-    return _hash_prefix(Path(path), chunk_size)[0].hexdigest()
-
-
-def _hash_prefix(path: Path, chunk_size: int = _HASH_CHUNK) -> tuple[Any, int]:
+def _hash_prefix(path: Path, chunk_size: int = CHUNK) -> tuple[Any, int]:
     """Hash an existing (partial) file; returns the running hasher and the bytes hashed."""
     hasher = hashlib.sha256()
-    size = 0
-    if path.exists():
-        with path.open("rb") as f:
-            while chunk := f.read(chunk_size):
-                hasher.update(chunk)
-                size += len(chunk)
+    size = update_from_file(hasher, path, chunk_size) if path.exists() else 0
     return hasher, size
 
 

@@ -14,6 +14,7 @@ from training in the patient-level modes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
 from typing import Any
 
@@ -21,19 +22,15 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.folds import assign_folds
-from leukopipe.workflow.split_modes import parse_split_id
+from leukopipe.workflow.split_modes import mode_of, parse_split_id
 
 SPLITS = ("train", "val", "test")
-MODES = ("image", "patient", "official")
 
 
 def check_mode(mode: str) -> str:
-    """``mode`` itself when it is a known mode or a cross-validation split id ``cv<k>-f<i>``."""
-    if mode in MODES or parse_split_id(mode):
-        return mode
-    raise ValueError(
-        f"unknown split mode {mode!r}; expected one of {', '.join(MODES)} or cv<k>-f<i>"
-    )
+    """``mode`` itself when it is a split id of a known mode (``image``, ``cv<k>-f<i>``, ...)."""
+    mode_of(mode)
+    return mode
 
 
 def _stratified_images(
@@ -77,30 +74,66 @@ def _subject_disjoint(
     return df.index.difference(held), held
 
 
+# Row labels of (train, val, test) for one split id; rng is seeded once per split.
+Maker = Callable[
+    [pd.DataFrame, str, float, float, int, np.random.Generator],
+    tuple[pd.Index, pd.Index, pd.Index],
+]
+
+
+def _image(df: pd.DataFrame, split: str, test_fraction: float, val_fraction: float, seed: int,
+           rng: np.random.Generator) -> tuple[pd.Index, pd.Index, pd.Index]:
+    pool, test = _stratified_images(df, test_fraction, rng)
+    train, val = _stratified_images(df.loc[pool], val_fraction, rng)
+    return train, val, test
+
+
+def _patient(df: pd.DataFrame, split: str, test_fraction: float, val_fraction: float, seed: int,
+             rng: np.random.Generator) -> tuple[pd.Index, pd.Index, pd.Index]:
+    pool, test = _subject_disjoint(df, test_fraction, rng)
+    train, val = _subject_disjoint(df.loc[pool], val_fraction, rng)
+    return train, val, test
+
+
+def _official(df: pd.DataFrame, split: str, test_fraction: float, val_fraction: float, seed: int,
+              rng: np.random.Generator) -> tuple[pd.Index, pd.Index, pd.Index]:
+    is_test = df["subset"] == "prelim"
+    if not is_test.any():
+        raise ValueError("split mode 'official' needs the preliminary test (subset 'prelim')")
+    test = df.index[is_test]
+    train, val = _subject_disjoint(df.loc[~is_test], val_fraction, rng)
+    return train, val, test
+
+
+def _cv_fold(df: pd.DataFrame, split: str, test_fraction: float, val_fraction: float, seed: int,
+             rng: np.random.Generator) -> tuple[pd.Index, pd.Index, pd.Index]:
+    k, fold = parse_split_id(split)
+    in_test = df["subject"].map(assign_folds(df, k, seed)) == fold
+    test = df.index[in_test]
+    train, val = _subject_disjoint(df.loc[~in_test], val_fraction, rng)
+    return train, val, test
+
+
+# The implementation of each mode of the registry (leukopipe.workflow.split_modes.SPLIT_MODES).
+MAKERS: dict[str, Maker] = {
+    "image": _image,
+    "patient": _patient,
+    "official": _official,
+    "cv": _cv_fold,
+}
+
+
 def make_splits(
     index: pd.DataFrame, mode: str, test_fraction: float, val_fraction: float, seed: int
 ) -> dict[str, pd.DataFrame]:
-    """Split the merged index into train / val / test manifests (deterministic from seed)."""
-    check_mode(mode)
+    """Split the merged index into train / val / test manifests (deterministic from seed).
+
+    ``mode`` is a split id: a mode's name, or ``cv<k>-f<i>`` for one fold of a k-fold mode.
+    """
+    maker = MAKERS[mode_of(mode).name]
     rng = np.random.default_rng(seed)
     df = index.reset_index(drop=True)
-    if mode == "image":
-        pool, test = _stratified_images(df, test_fraction, rng)
-        train, val = _stratified_images(df.loc[pool], val_fraction, rng)
-    elif mode == "patient":
-        pool, test = _subject_disjoint(df, test_fraction, rng)
-        train, val = _subject_disjoint(df.loc[pool], val_fraction, rng)
-    elif cv := parse_split_id(mode):
-        k, fold = cv
-        in_test = df["subject"].map(assign_folds(df, k, seed)) == fold
-        test = df.index[in_test]
-        train, val = _subject_disjoint(df.loc[~in_test], val_fraction, rng)
-    else:
-        is_test = df["subset"] == "prelim"
-        if not is_test.any():
-            raise ValueError("split mode 'official' needs the preliminary test (subset 'prelim')")
-        test = df.index[is_test]
-        train, val = _subject_disjoint(df.loc[~is_test], val_fraction, rng)
+    train, val, test = maker(df, mode, test_fraction, val_fraction, seed, rng)
     out = {}
     for name, rows in zip(SPLITS, (train, val, test), strict=True):
         part = df.loc[sorted(rows)].copy()
@@ -134,9 +167,7 @@ def audit(splits: dict[str, pd.DataFrame], mode: str) -> dict[str, Any]:
     )
     report["identical_images_shared"] = shared_content
     report["subject_disjoint"] = all(v == 0 for v in report["n_shared_subjects"].values())
-    if (mode in ("patient", "official") or parse_split_id(mode)) and not report[
-        "subject_disjoint"
-    ]:
+    if mode_of(mode).subject_disjoint and not report["subject_disjoint"]:
         raise AssertionError(
             f"split mode {mode} produced shared subjects: {report['shared_subjects']}"
         )

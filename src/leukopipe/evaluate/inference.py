@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from leukopipe.train.models import build_model
+from leukopipe.train.checkpoint_saver import load_checkpoint
+from leukopipe.train.device import pick_device
 
 
 @dataclass
@@ -32,28 +32,11 @@ class Classifier:
         return int(self.meta["image_size"])
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """CUDA when available unless told otherwise."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_classifier(checkpoint: str | os.PathLike[str], device: str | None = None) -> Classifier:
     """Rebuild the network of ``checkpoint`` (a best.pt) and load its weights, in eval mode."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (train the experiment first)")
-    meta = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("state_dict", "backbone", "mean", "std", "image_size"):
-        if key not in meta:
-            raise ValueError(f"{path}: not a leukopipe checkpoint (no {key!r} inside)")
-    model = build_model(meta["backbone"], len(meta.get("class_names", (0, 1))), meta["image_size"])
-    # a torch.compile'd model saves its weights under _orig_mod.
-    state = {k.removeprefix("_orig_mod."): v for k, v in meta.pop("state_dict").items()}
-    model.load_state_dict(state)
+    model, meta = load_checkpoint(checkpoint)
     dev = pick_device(device)
-    model.to(dev).eval()
+    model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     shape = (1, 3, 1, 1)

@@ -7,7 +7,6 @@ bootstrap when subjects are known), the checkpoint and code version that produce
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,7 @@ from leukopipe.evaluate.eval_record import CONVENTION, build_record
 from leukopipe.evaluate.inference import Classifier, predict_store
 from leukopipe.evaluate.tta import predict_store_tta
 
-__all__ = ["CONVENTION", "evaluate", "file_sha256", "score", "train_val_gap"]
-
-
-def file_sha256(path: str | Path) -> str:
-    """Digest of a file, to tie a metrics file to the exact checkpoint it scored."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["CONVENTION", "evaluate", "score", "train_val_gap"]
 
 
 def score(

@@ -23,7 +23,7 @@ import pandas as pd
 from leukopipe.evaluate import eval_record as records_mod
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
 from leukopipe.report.published import load_published
-from leukopipe.workflow.split_modes import family, parse_split_id
+from leukopipe.workflow.split_modes import SPLIT_MODES, describe_split, family, parse_split_id
 
 # column -> (metrics.json key, header); percentages as in Study A's Table 2
 MAIN_COLUMNS = {
@@ -48,11 +48,8 @@ SHOWN = [
     "Macro-F1",
     "Weighted F1",
 ]
-SPLIT_TEXT = {
-    "image": "image-level stratified split (Study A): one patient's cells in train and test",
-    "patient": "subject-disjoint split: no test subject is seen in training",
-    "official": "official split: training folds vs the labelled preliminary test (unseen subjects)",
-}
+# captions of the plain (not k-fold) modes, from the split-mode registry
+SPLIT_TEXT = {m.name: m.describe() for m in SPLIT_MODES.values() if not m.k_fold}
 POOLED = "pooled out-of-fold"
 
 
@@ -317,12 +314,7 @@ def caption(rows: pd.DataFrame) -> str:
     for split, g in single.groupby("split", sort=True):
         n = int(g["n_test"].iloc[0])
         cv = split.startswith("cv") and "pooled" in rows and g["pooled"].any()
-        text = (
-            f"subject-disjoint, class-stratified {split[2:]}-fold cross-validation over all"
-            " labelled images (each fold tested by a model trained on the others)"
-            if cv
-            else SPLIT_TEXT.get(split, split)
-        )
+        text = describe_split(split) if cv else SPLIT_TEXT.get(split, split)
         parts.append(
             f"{split}: {text}; test set {n} images"
             f" ({int(g['n_test_all'].iloc[0])} ALL, {int(g['n_test_hem'].iloc[0])} Hem)"

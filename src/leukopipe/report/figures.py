@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.evaluate import metrics, referral
 from leukopipe.workflow.atomic import atomic_path
 
@@ -71,8 +72,8 @@ def confusion_figure(preds: Mapping[str, pd.DataFrame], path: str | Path) -> Non
         ax.set(
             xticks=[0, 1],
             yticks=[0, 1],
-            xticklabels=["Hem", "ALL"],
-            yticklabels=["Hem", "ALL"],
+            xticklabels=list(DISPLAY_NAMES),
+            yticklabels=list(DISPLAY_NAMES),
             xlabel="predicted",
             ylabel="true",
             title=name,

@@ -34,9 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import leukopipe
+from leukopipe.augment.pixel_store import create_store, open_store
 from leukopipe.workflow.schema import defaults
 
-REPO = Path(__file__).resolve().parents[3]
+# Where this process imports leukopipe from: step subprocesses import the same copy.
+_IMPORT_ROOT = Path(leukopipe.__file__).resolve().parents[1]
+
 # The real data: 73 training donors (47 ALL, 26 Hem) + 28 unseen donors in the labelled
 # preliminary test, ~12,500 labelled 450x450 images; the cell range gives ~124 per donor.
 CNMC_SUBJECTS = {"train_all_subjects": 47, "train_hem_subjects": 26,
@@ -138,9 +142,9 @@ def _tree_memory_mb(proc: Any) -> float:
     return total / 2**20
 
 
-def run_step(argv: Sequence[str], log_path: Path,
-             interval: float = 0.5) -> tuple[float, float, float]:
-    """Run one step script (``python scripts/...``); return (wall s, peak memory MB, CPU s).
+def run_step(argv: Sequence[str], log_path: Path, interval: float = 0.5,
+             cwd: Path | None = None) -> tuple[float, float, float]:
+    """Run ``python argv`` in ``cwd``; return (wall s, peak memory MB, CPU s).
 
     Peak memory is the largest total PSS of the step's process tree (workers included), sampled
     every ``interval`` seconds. CPU seconds (user + system, workers included) hardly depend on
@@ -149,12 +153,12 @@ def run_step(argv: Sequence[str], log_path: Path,
     """
     import psutil
 
-    pythonpath = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(_IMPORT_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": pythonpath}
     peak = 0.0
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         ps = psutil.Process(proc.pid)
         while True:
@@ -182,8 +186,11 @@ def data_stage(
     target_per_class: int = 10000,
     split_mode: str = "image",
     expected_size: int = 450,
+    *,
+    repo: Path,
 ) -> list[Row]:
-    """merge -> split -> augment (train part) -> resize (val, test) with the real step scripts.
+    """merge -> split -> augment (train part) -> resize (val, test) with the real step scripts
+    of the repository checkout ``repo`` (``scripts/<step>.py``).
 
     merge and augment run once per worker count (the last run's outputs feed the next step);
     split and resize run once with the largest worker count.
@@ -200,7 +207,7 @@ def data_stage(
                                "--raw-dir", str(raw_dir), "--expected-size", str(expected_size),
                                "--workers", str(w),
                                "--index-out", str(index), "--summary-out", str(summary)],
-                              work_dir / f"merge_w{w}.log")
+                              work_dir / f"merge_w{w}.log", cwd=repo)
         inner = json.loads(summary.read_text())["throughput"]
         rows.append(Row("merge (decode + sha256)", f"{w} worker(s)", inner["images"], secs,
                         inner["images"] / secs, "img/s", peak, load_average(),
@@ -210,7 +217,7 @@ def data_stage(
     secs, peak, cpu = run_step(["scripts/split.py", "--index", str(work_dir / "index.parquet"),
                            "--mode", split_mode, "--test-fraction", "0.1", "--val-fraction", "0.1",
                            "--seed", "42", "--out-dir", str(split_dir)],
-                          work_dir / "split.log")
+                          work_dir / "split.log", cwd=repo)
     n_index = len(pd.read_parquet(work_dir / "index.parquet", columns=["image_id"]))
     rows.append(Row("split", split_mode, n_index, secs, n_index / secs, "img/s", peak,
                     load_average(), f"CPU {cpu:.0f} s"))
@@ -223,7 +230,7 @@ def data_stage(
                                "--target-per-class", str(target_per_class), "--workers", str(w),
                                "--manifest-out", str(work_dir / "train_balanced.parquet"),
                                "--pixels-out", str(work_dir / "train_pixels.npy"),
-                               "--stats-out", str(stats)], work_dir / f"augment_w{w}.log")
+                               "--stats-out", str(stats)], work_dir / f"augment_w{w}.log", cwd=repo)
         st = json.loads(stats.read_text())
         n = st["generated"] + st["originals"]
         rows.append(Row("augment (materialise)", f"{w} worker(s), {image_size}px", n, secs,
@@ -237,7 +244,7 @@ def data_stage(
                                "--image-size", str(image_size), "--workers", str(top),
                                "--manifest-out", str(work_dir / f"{part}.parquet"),
                                "--pixels-out", str(work_dir / f"{part}_pixels.npy")],
-                              work_dir / f"resize_{part}.log")
+                              work_dir / f"resize_{part}.log", cwd=repo)
         rows.append(Row(f"resize ({part})", f"{top} worker(s), {image_size}px", n, secs,
                         n / secs, "img/s", peak, load_average(), f"CPU {cpu:.0f} s"))
     return rows
@@ -302,7 +309,7 @@ def loader_rate(pixels: Path, batch_size: int, workers: int, batches: int = 50,
     ``device`` is CUDA, as in training)."""
     import torch
 
-    from leukopipe.train.loader import BatchDataset, EpochBatchSampler, make_loader, open_store
+    from leukopipe.train.loader import BatchDataset, EpochBatchSampler, make_loader
 
     n = len(open_store(pixels))
     ds = BatchDataset(pixels, np.zeros(n, dtype=np.int64))
@@ -333,14 +340,14 @@ def pure_step_rate(backbone: str, image_size: int, batch_size: int, device: str 
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from leukopipe.train.loop import _numerics
+    from leukopipe.train.device import numerics
     from leukopipe.train.models import build_model
 
     dev = torch.device(device)
     cl = dev.type == "cuda" if channels_last is None else channels_last
     use_amp = dev.type == "cuda" and amp != "none"
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    with _numerics(dev):  # the real loop's numerics: same kernels
+    with numerics(dev):  # the real loop's numerics: same kernels
         model = build_model(backbone, image_size=image_size).to(dev).train()
         if cl:
             model.to(memory_format=torch.channels_last)
@@ -408,8 +415,8 @@ def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path
     steady = history["images_per_s"].iloc[1:] if len(history) > 1 else history["images_per_s"]
     rate = float(np.median(steady))
     n = len(frame)
-    return Row("train loop (real)", _train_setting(backbone, int(np.load(pixels, mmap_mode="r")
-                                                                 .shape[1]), batch_size, dev, amp,
+    size = int(open_store(pixels).shape[1])
+    return Row("train loop (real)", _train_setting(backbone, size, batch_size, dev, amp,
                                                    dev.type == "cuda", compile),
                n * len(steady), n * len(steady) / rate, rate, "img/s", None, load_average(),
                f"{n} images/epoch, loader workers {workers}, median of epochs 2..{epochs}")
@@ -423,7 +430,7 @@ def inference_rate(backbone: str, pixels: Path, batch_size: int, device: str = "
     from leukopipe.evaluate.inference import Classifier
     from leukopipe.train.models import build_model, normalisation
 
-    store = np.load(pixels, mmap_mode="r")
+    store = open_store(pixels)
     if max_images is not None:
         store = store[:max_images]
     dev = torch.device(device)
@@ -495,13 +502,12 @@ def rows_json(rows: Sequence[Row], info: dict[str, Any], command: str) -> dict[s
 def random_store(out_dir: Path, n: int, size: int, name: str, seed: int = 0) -> tuple[Path, Path]:
     """A store of random pixels + manifest (speed does not depend on the pixel values), so
     training and inference can be measured without running the data stage first."""
-    from leukopipe.augment.pixel_store import create_store
     from leukopipe.workflow.atomic import write_parquet
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pixels, manifest = out_dir / f"{name}_pixels.npy", out_dir / f"{name}.parquet"
     if pixels.is_file() and manifest.is_file():
-        arr = np.load(pixels, mmap_mode="r")
+        arr = open_store(pixels)
         if arr.shape == (n, size, size, 3):
             return pixels, manifest
     rng = np.random.default_rng(seed)

@@ -35,6 +35,7 @@ from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 from leukopipe.train.loop import TrainConfig, TrainingInterrupted, train
 from leukopipe.workflow.atomic import write_json, write_parquet, write_text
+from leukopipe.workflow.config import experiment_name
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ class SweepData:
 
 def point_name(cfg: TrainConfig) -> str:
     """Stable folder name of one grid point, e.g. resnet18.partial2.lr0.0003.s1."""
-    depth = f"{cfg.partial_stages}" if cfg.strategy == "partial" else ""
-    return f"{cfg.backbone}.{cfg.strategy}{depth}.lr{cfg.lr:g}.s{cfg.seed}"
+    return experiment_name(None, cfg.backbone, cfg.strategy, cfg.partial_stages, cfg.seed,
+                           lr=cfg.lr)
 
 
 def grid(base: TrainConfig, lrs: tp.Sequence[float], partial_stages: tp.Sequence[int],

@@ -19,26 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from leukopipe.augment.pixel_store import open_store
+
 MAX_AUTO_WORKERS = 8
-
-
-def open_store(path: str | os.PathLike[str]) -> np.ndarray:
-    """Memory-map a pixel store and check it is ``(N, S, S, 3)`` uint8."""
-    path = Path(path)
-    try:
-        store = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"cannot read pixel store {path} ({exc}); rerun the augment step to rebuild it"
-        ) from exc
-    if store.dtype != np.uint8 or store.ndim != 4 or store.shape[3] != 3:
-        raise ValueError(
-            f"pixel store {path} has shape {store.shape} and dtype {store.dtype}; expected "
-            "(N, S, S, 3) uint8 (NHWC RGB). Rebuild it with the augment step"
-        )
-    if store.shape[1] != store.shape[2]:
-        raise ValueError(f"pixel store {path} holds non-square images {store.shape[1:3]}")
-    return store
 
 
 class BatchDataset(Dataset):

@@ -10,7 +10,15 @@ preemption / time limit) training stops at the next batch boundary and raises
 SIGUSR1). The interrupted epoch is redone on restart, so a resumed run reproduces an
 uninterrupted one (bit-identically on CPU).
 
-Epochs are numbered from 1 in history and checkpoints.
+In timm's shape: :func:`train` wires :func:`train_one_epoch`, :func:`validate` and a
+:class:`~leukopipe.train.checkpoint_saver.CheckpointSaver`, which owns the files (best.pt,
+last.pt, history.parquet, state.pt) and the early-stopping counters.
+
+Epochs are numbered from 1 in history and checkpoints. Besides the metrics, each history row
+splits the epoch's time: ``train_seconds`` (training pass, of which ``loader_wait_seconds`` the
+host spent waiting for batches), ``val_seconds`` (validation pass and metrics; ``seconds`` is
+the two together) and ``save_seconds`` (writing state.pt; NaN for the last epoch a resumed run
+took from state.pt, which was written before its own write could be timed).
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -38,6 +45,10 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
+from leukopipe.data.cnmc_names import CLASS_NAMES
+from leukopipe.train.checkpoint_saver import CheckpointSaver
+from leukopipe.train.checkpoint_saver import load_checkpoint as load_checkpoint  # re-exported
+from leukopipe.train.device import numerics, pick_device
 from leukopipe.train.loader import (
     BatchDataset,
     DeviceTransform,
@@ -55,14 +66,10 @@ from leukopipe.train.models import (
     set_train_mode,
 )
 from leukopipe.train.weights import load_pretrained
-from leukopipe.workflow.atomic import atomic_path, write_parquet
 from leukopipe.workflow.provenance import code_version, provenance
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ["hem", "all"]  # label 0 = Hem (healthy), 1 = ALL (leukemic)
-STATE_FILE = "state.pt"
-STATE_FORMAT = 1
 AMP_MODES = ("bf16", "fp16", "none")
 # Config fields that cannot change results, so a resume may differ in them.
 _NOT_FINGERPRINTED = ("workers",)
@@ -154,13 +161,6 @@ class TrainingInterrupted(Exception):  # noqa: N818 - it is not an error, it is 
 # ---------------------------------------------------------------------------- set-up helpers
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -204,26 +204,6 @@ def _stop_on_signals() -> Iterator[_StopFlag]:
             signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
-@contextlib.contextmanager
-def _numerics(device: torch.device) -> Iterator[None]:
-    """Reproducible kernels on CPU; fast autotuned kernels on CUDA."""
-    if device.type != "cuda":
-        before = (
-            torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(),
-        )
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        return
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    yield
-
-
 def _read_split(manifest: Path, pixels: Path) -> tuple[pd.DataFrame, BatchDataset]:
     frame = pd.read_parquet(manifest)
     if "label" not in frame.columns:
@@ -253,7 +233,7 @@ def fingerprint(cfg: TrainConfig, data_identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-# ------------------------------------------------------------------------------ RNG & state
+# ------------------------------------------------------------------------------------- RNG
 
 
 def _rng_state() -> dict[str, Any]:
@@ -274,42 +254,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def _save(obj: dict[str, Any], target: Path) -> None:
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
-
-
-def _load_resume_state(
-    path: Path, expected: str, on_mismatch: str
-) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        found = state.get("fingerprint") if state.get("format") == STATE_FORMAT else None
-    except Exception as exc:  # unreadable: the atomic write makes this rare, so say so and go on
-        log.warning("resume state %s is unreadable (%s); starting afresh", path, exc)
-        found, state = "unreadable", None
-    if found == expected:
-        return state
-    if on_mismatch == "error":
-        raise RuntimeError(
-            f"resume state {path} belongs to another configuration or data set (fingerprint "
-            f"{found}, this run {expected}); delete {path} or use another --resume-dir"
-        )
-    stale = path.with_name("state.stale.pt")
-    os.replace(path, stale)
-    log.warning(
-        "resume state %s was made with a different configuration or data (fingerprint %s, now "
-        "%s); moved it to %s and starting afresh", path, found, expected, stale,
-    )
-    return None
 
 
 # --------------------------------------------------------------------------- epochs & metrics
@@ -363,6 +307,100 @@ def _progress(iterable: Any, total: int, desc: str) -> Any:
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+class _WaitClock:
+    """Seconds the host spent blocked on the loader; costs two clock reads a batch, no sync."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, iterable: Any) -> Iterator[Any]:
+        items = iter(iterable)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - start
+            yield item
+
+
+@dataclass
+class TrainingSetup:
+    """What the training and validation passes run with: the model, how to call it, its
+    optimiser, mixed precision and the device-side input transform."""
+
+    model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # fp16 loss scaling on CUDA only
+    transform: DeviceTransform
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    device: torch.device
+
+
+def train_one_epoch(
+    epoch: int,
+    setup: TrainingSetup,
+    loader: Any,
+    batches: int,
+    stop: _StopFlag,
+    interrupted: Callable[[int], Exception],
+) -> dict[str, float]:
+    """One pass over the training loader (0-based ``epoch``): mean loss and accuracy, images/s,
+    and the pass's wall time split into time waiting for the loader and the rest."""
+    set_train_mode(setup.model)
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=setup.device, dtype=torch.float64)
+    correct = torch.zeros((), device=setup.device, dtype=torch.int64)
+    seen = 0
+    wait = _WaitClock()
+    for images, labels in wait.timed(_progress(loader, batches, f"epoch {epoch+1}")):
+        if stop.signum is not None:
+            raise interrupted(stop.signum)
+        x, y = setup.transform(images, labels, augment=True)
+        with setup.autocast():
+            logits = setup.forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+        setup.optimizer.zero_grad(set_to_none=True)
+        if setup.scaler is not None:
+            setup.scaler.scale(loss).backward()
+            setup.scaler.step(setup.optimizer)
+            setup.scaler.update()
+        else:
+            loss.backward()
+            setup.optimizer.step()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (logits.detach().argmax(dim=1) == y).sum()
+        seen += y.shape[0]
+    train_loss, train_correct = loss_sum.item(), correct.item()  # syncs the device
+    seconds = time.perf_counter() - t0
+    return {
+        "train_loss": train_loss / max(seen, 1),
+        "train_accuracy": train_correct / max(seen, 1),
+        "images_per_s": seen / seconds if seconds > 0 else float("nan"),
+        "train_seconds": seconds,
+        "loader_wait_seconds": wait.seconds,
+    }
+
+
+def validate(
+    setup: TrainingSetup,
+    loader: Any,
+    stop: _StopFlag,
+    interrupted: Callable[[int], Exception],
+) -> tuple[dict[str, float], float]:
+    """Loss, accuracy, macro-F1 and AUC on the validation loader, and the seconds it took."""
+    t0 = time.perf_counter()
+    setup.model.eval()
+    logits, labels = predict_logits(
+        setup.forward, loader, setup.transform, setup.autocast, stop, interrupted
+    )
+    metrics = classification_metrics(labels, logits)
+    return metrics, time.perf_counter() - t0
+
+
 # ----------------------------------------------------------------------------------- train
 
 
@@ -386,46 +424,21 @@ def train(
     ``keep_state``. Raises :class:`TrainingInterrupted` on SIGTERM/SIGUSR1.
     Returns a summary (best epoch and metrics, epochs run, throughput, output paths).
     """
-    if on_mismatch not in ("restart", "error"):
-        raise ValueError(f"on_mismatch must be 'restart' or 'error', got {on_mismatch!r}")
     dev = pick_device(device)
-    out_dir, resume_dir = Path(out_dir), Path(resume_dir)
-    train_frame, train_set = _read_split(Path(train_manifest), Path(train_pixels))
-    val_frame, val_set = _read_split(Path(val_manifest), Path(val_pixels))
-    if train_set.image_size != val_set.image_size:
-        raise ValueError(
-            f"train images are {train_set.image_size}px ({train_pixels}) but validation images "
-            f"are {val_set.image_size}px ({val_pixels}); both must come from the same config"
-        )
-    data_identity = {
-        "train": _frame_digest(train_frame), "val": _frame_digest(val_frame),
-        "image_size": train_set.image_size,
-    }
-    fp = fingerprint(cfg, data_identity)
+    train_set, val_set, data_identity = _read_data(
+        Path(train_manifest), Path(train_pixels), Path(val_manifest), Path(val_pixels)
+    )
+    saver = CheckpointSaver(
+        out_dir, resume_dir, fingerprint(cfg, data_identity), max_epochs=cfg.epochs,
+        patience=cfg.patience, on_mismatch=on_mismatch, keep_state=keep_state,
+    )
     mean, std = normalisation(cfg.backbone)
-    extra = json.loads(json.dumps(extra_meta or {}, default=str))  # plain types only
     workers = resolve_workers(cfg.workers)
 
-    with _numerics(dev), _stop_on_signals() as stop:
+    with numerics(dev), _stop_on_signals() as stop:
         seed_everything(cfg.seed)
         model, summary, weights_report = prepare_model(cfg, train_set.image_size)
-        channels_last = dev.type == "cuda"
-        model.to(dev)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        forward: Callable[[torch.Tensor], torch.Tensor] = (
-            torch.compile(model) if cfg.compile else model
-        )
-        optimizer = torch.optim.Adam(
-            optimizer_param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)
-        )
-        use_amp = dev.type == "cuda" and cfg.amp != "none"
-        amp_dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
-        scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.amp == "fp16" else None
-
-        def autocast() -> contextlib.AbstractContextManager[Any]:
-            return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
-
+        setup = _make_setup(cfg, model, dev, mean, std)
         # A lone last sample would make BatchNorm fail in train mode, so drop it then.
         train_sampler = EpochBatchSampler(
             len(train_set), cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -434,8 +447,6 @@ def train(
         val_sampler = EpochBatchSampler(len(val_set), cfg.eval_batch_size, shuffle=False)
         train_loader = make_loader(train_set, train_sampler, workers, dev)
         val_loader = make_loader(val_set, val_sampler, workers, dev)
-        transform = DeviceTransform(mean, std, dev, channels_last, flips=cfg.flips, seed=cfg.seed)
-
         log.info(
             "training %s (%s, %d/%d parameters trainable: %s) on %s; %d train / %d val images "
             "of %dpx; %d loader workers%s",
@@ -445,118 +456,141 @@ def train(
             f"; weights {weights_report['path']}" if weights_report else "; no pretrained weights",
         )
 
-        state_path = resume_dir / STATE_FILE
-        state = _load_resume_state(state_path, fp, on_mismatch)
-        history: list[dict[str, Any]] = []
-        best_metric, best_epoch, stale_epochs, epochs_done = -math.inf, 0, 0, 0
-        best_state, best_metrics, finished, stopped_early = None, {}, False, False
-        resumed_from = None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            history, best_state = state["history"], state["best_state"]
-            best_metric, best_epoch = state["best_metric"], state["best_epoch"]
-            stale_epochs, epochs_done = state["epochs_without_improvement"], state["epochs_done"]
-            best_metrics, finished = state["best_metrics"], state["finished"]
-            stopped_early, resumed_from = state["stopped_early"], epochs_done
+        rng = saver.resume(model, setup.optimizer, setup.scaler)
+        if rng is not None:
+            _set_rng_state(rng)
             log.info("resuming from %s after epoch %d (best %.4f at epoch %d)",
-                     state_path, epochs_done, best_metric, best_epoch)
-            del state
+                     saver.state_path, saver.epochs_done, saver.best_metric, saver.best_epoch)
 
         def interrupted(signum: int) -> TrainingInterrupted:
             log.warning("received %s: stopping; epoch %d is saved in %s",
-                        signal.Signals(signum).name, epochs_done, state_path)
-            return TrainingInterrupted(signum, epochs_done)
+                        signal.Signals(signum).name, saver.epochs_done, saver.state_path)
+            return TrainingInterrupted(signum, saver.epochs_done)
 
-        while not finished:
-            epoch = epochs_done  # 0-based index of the epoch about to run
+        while not saver.finished:
+            epoch = saver.epochs_done  # 0-based index of the epoch about to run
             train_sampler.set_epoch(epoch)
-            transform.set_epoch(epoch)
-            set_train_mode(model)
+            setup.transform.set_epoch(epoch)
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-            correct = torch.zeros((), device=dev, dtype=torch.int64)
-            seen = 0
-            for images, labels in _progress(train_loader, len(train_sampler), f"epoch {epoch+1}"):
-                if stop.signum is not None:
-                    raise interrupted(stop.signum)
-                x, y = transform(images, labels, augment=True)
-                with autocast():
-                    logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (logits.detach().argmax(dim=1) == y).sum()
-                seen += y.shape[0]
-            train_loss, train_correct = loss_sum.item(), correct.item()  # syncs the device
-            train_seconds = time.perf_counter() - t0
-
-            model.eval()
-            val_logits, val_labels = predict_logits(
-                forward, val_loader, transform, autocast, stop, interrupted
-            )
-            val = classification_metrics(val_labels, val_logits)
-            seconds = time.perf_counter() - t0
-
-            epochs_done = epoch + 1
-            improved = val["macro_f1"] > best_metric
-            if improved:
-                best_metric, best_epoch, stale_epochs = val["macro_f1"], epochs_done, 0
-                best_state = _cpu_state_dict(model)
-                best_metrics = {f"val_{k}": v for k, v in val.items()}
-            else:
-                stale_epochs += 1
-            history.append({
-                "epoch": epochs_done,
-                "train_loss": train_loss / max(seen, 1),
-                "train_accuracy": train_correct / max(seen, 1),
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-                "val_macro_f1": val["macro_f1"],
-                "val_auc": val["auc"],
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "seconds": seconds,
-                "images_per_s": seen / train_seconds if train_seconds > 0 else float("nan"),
-                "improved": improved,
+            fit = train_one_epoch(epoch, setup, train_loader, len(train_sampler), stop,
+                                  interrupted)
+            val, val_seconds = validate(setup, val_loader, stop, interrupted)
+            row = _history_row(epoch, fit, val, setup.optimizer, time.perf_counter() - t0)
+            improved = saver.end_epoch(row, val, model, {
+                "train_seconds": fit["train_seconds"], "val_seconds": val_seconds,
+                "loader_wait_seconds": fit["loader_wait_seconds"],
             })
-            stopped_early = stale_epochs >= cfg.patience
-            finished = stopped_early or epochs_done >= cfg.epochs
-            _save(
-                {
-                    "format": STATE_FORMAT, "fingerprint": fp, "epochs_done": epochs_done,
-                    "finished": finished, "stopped_early": stopped_early,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": _rng_state(), "best_metric": best_metric, "best_epoch": best_epoch,
-                    "epochs_without_improvement": stale_epochs, "history": history,
-                    "best_state": best_state, "best_metrics": best_metrics,
-                },
-                state_path,
-            )
-            row = history[-1]
-            log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f "
-                "AUC %.4f | %.0f img/s, %.1fs%s",
-                epochs_done, cfg.epochs, row["train_loss"], row["train_accuracy"], val["loss"],
-                val["accuracy"], val["macro_f1"], val["auc"], row["images_per_s"], seconds,
-                "  *best*" if improved else f"  (no improvement for {stale_epochs})",
-            )
-            if stopped_early:
+            saver.save_state(model, setup.optimizer, setup.scaler, _rng_state())
+            _log_epoch(row, cfg.epochs, improved, saver.epochs_without_improvement)
+            if saver.stopped_early:
                 log.info("early stopping: no better val macro-F1 for %d epochs", cfg.patience)
-            if stop.signum is not None and not finished:
+            if stop.signum is not None and not saver.finished:
                 raise interrupted(stop.signum)
 
-    meta = {
+    meta = _checkpoint_meta(cfg, train_set.image_size, summary, extra_meta, saver.fingerprint)
+    paths = saver.save_outputs(meta, model)
+    return {
+        "backbone": cfg.backbone,
+        "strategy": cfg.strategy,
+        "device": str(dev),
+        "best_epoch": saver.best_epoch,
+        "best_val_metrics": saver.best_metrics,
+        "epochs_run": saver.epochs_done,
+        "stopped_early": saver.stopped_early,
+        "resumed_from_epoch": saver.resumed_from,
+        "trainable_params": summary.trainable_params,
+        "total_params": summary.total_params,
+        "trainable_modules": list(summary.trainable_modules),
+        "images_per_s_median": float(np.median([r["images_per_s"] for r in saver.history])),
+        "best_checkpoint": str(paths["best"]),
+        "last_checkpoint": str(paths["last"]),
+        "history": str(paths["history"]),
+    }
+
+
+def _read_data(
+    train_manifest: Path, train_pixels: Path, val_manifest: Path, val_pixels: Path
+) -> tuple[BatchDataset, BatchDataset, dict[str, Any]]:
+    """Both splits' datasets and the identity of their data (part of the run's fingerprint)."""
+    train_frame, train_set = _read_split(train_manifest, train_pixels)
+    val_frame, val_set = _read_split(val_manifest, val_pixels)
+    if train_set.image_size != val_set.image_size:
+        raise ValueError(
+            f"train images are {train_set.image_size}px ({train_pixels}) but validation images "
+            f"are {val_set.image_size}px ({val_pixels}); both must come from the same config"
+        )
+    identity = {
+        "train": _frame_digest(train_frame), "val": _frame_digest(val_frame),
+        "image_size": train_set.image_size,
+    }
+    return train_set, val_set, identity
+
+
+def _make_setup(
+    cfg: TrainConfig, model: nn.Module, dev: torch.device,
+    mean: tuple[float, ...], std: tuple[float, ...],
+) -> TrainingSetup:
+    """Move ``model`` to ``dev`` and set up its optimiser, mixed precision and input transform."""
+    channels_last = dev.type == "cuda"
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward: Callable[[torch.Tensor], torch.Tensor] = (
+        torch.compile(model) if cfg.compile else model
+    )
+    optimizer = torch.optim.Adam(
+        optimizer_param_groups(model, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    )
+    use_amp = dev.type == "cuda" and cfg.amp != "none"
+    amp_dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda") if use_amp and cfg.amp == "fp16" else None
+
+    def autocast() -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp)
+
+    transform = DeviceTransform(mean, std, dev, channels_last, flips=cfg.flips, seed=cfg.seed)
+    return TrainingSetup(model, forward, optimizer, scaler, transform, autocast, dev)
+
+
+def _history_row(
+    epoch: int,
+    fit: dict[str, float],
+    val: dict[str, float],
+    optimizer: torch.optim.Optimizer,
+    seconds: float,
+) -> dict[str, Any]:
+    """The metrics columns of an epoch's history row (the saver adds the rest)."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": fit["train_loss"],
+        "train_accuracy": fit["train_accuracy"],
+        **{f"val_{k}": val[k] for k in ("loss", "accuracy", "macro_f1", "auc")},
+        "lr": float(optimizer.param_groups[0]["lr"]),
+        "seconds": seconds,  # training + validation pass
+        "images_per_s": fit["images_per_s"],
+    }
+
+
+def _log_epoch(row: dict[str, Any], epochs: int, improved: bool, stale_epochs: int) -> None:
+    log.info(
+        "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f "
+        "AUC %.4f | %.0f img/s, %.1fs%s",
+        row["epoch"], epochs, row["train_loss"], row["train_accuracy"], row["val_loss"],
+        row["val_accuracy"], row["val_macro_f1"], row["val_auc"], row["images_per_s"],
+        row["seconds"], "  *best*" if improved else f"  (no improvement for {stale_epochs})",
+    )
+
+
+def _checkpoint_meta(
+    cfg: TrainConfig,
+    image_size: int,
+    summary: StrategySummary,
+    extra_meta: dict[str, Any] | None,
+    run_fingerprint: str,
+) -> dict[str, Any]:
+    """What best.pt and last.pt say about the run: enough to rebuild and use the model."""
+    mean, std = normalisation(cfg.backbone)
+    return {
         "backbone": cfg.backbone,
         "strategy": cfg.strategy,
         "partial_stages": cfg.partial_stages,
@@ -564,57 +598,14 @@ def train(
         "class_names": list(CLASS_NAMES),
         "mean": list(mean),
         "std": list(std),
-        "image_size": train_set.image_size,
+        "image_size": image_size,
         "train_config": asdict(cfg),
         "strategy_summary": summary.as_dict(),
-        "extra_meta": extra,
+        "extra_meta": json.loads(json.dumps(extra_meta or {}, default=str)),  # plain types only
         "code_version": code_version(),
         "provenance": provenance(),
-        "fingerprint": fp,
-        "best_epoch": best_epoch,
-        "best_val_metrics": best_metrics,
-        "epochs_run": epochs_done,
-        "stopped_early": stopped_early,
+        "fingerprint": run_fingerprint,
     }
-    last_metrics = {f"val_{k.removeprefix('val_')}": history[-1][k] for k in
-                    ("val_loss", "val_accuracy", "val_macro_f1", "val_auc")}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save({**meta, "kind": "best", "epoch": best_epoch, "val_metrics": best_metrics,
-           "state_dict": best_state}, out_dir / "best.pt")
-    _save({**meta, "kind": "last", "epoch": epochs_done, "val_metrics": last_metrics,
-           "state_dict": _cpu_state_dict(model)}, out_dir / "last.pt")
-    write_parquet(out_dir / "history.parquet", pd.DataFrame(history))
-    if not keep_state:
-        state_path.unlink(missing_ok=True)
-
-    return {
-        "backbone": cfg.backbone,
-        "strategy": cfg.strategy,
-        "device": str(dev),
-        "best_epoch": best_epoch,
-        "best_val_metrics": best_metrics,
-        "epochs_run": epochs_done,
-        "stopped_early": stopped_early,
-        "resumed_from_epoch": resumed_from,
-        "trainable_params": summary.trainable_params,
-        "total_params": summary.total_params,
-        "trainable_modules": list(summary.trainable_modules),
-        "images_per_s_median": float(np.median([r["images_per_s"] for r in history])),
-        "best_checkpoint": str(out_dir / "best.pt"),
-        "last_checkpoint": str(out_dir / "last.pt"),
-        "history": str(out_dir / "history.parquet"),
-    }
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained model from best.pt/last.pt alone (no config needed), in eval mode."""
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
-    model = build_model(ckpt["backbone"], ckpt["num_classes"], ckpt.get("image_size"))
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model, ckpt
 
 
 def config_fields() -> list[tuple[str, Any, Any, str]]:

@@ -17,7 +17,7 @@ import jsonschema.exceptions
 
 from leukopipe.errors import UserError
 from leukopipe.workflow.schema import fill_defaults, load_schema
-from leukopipe.workflow.split_modes import split_ids
+from leukopipe.workflow.split_modes import SPLIT_MODES, mode_of, parse_split_id
 
 # Keys that earlier versions had; the message says where the setting went.
 RETIRED_KEYS = {
@@ -132,10 +132,22 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
             'config error: data.url = null is not allowed when data.source is "url";'
             " expected the archive's URL"
         )
+    _check_split_modes(config)
     _check_ensembles(config)
     if check_backbones:
         _check_backbones(config)
     return config
+
+
+def _check_split_modes(config: dict[str, Any]) -> None:
+    for gi, group in enumerate(config["experiments"]):
+        mode = group["split"]
+        if mode not in SPLIT_MODES:
+            allowed = ", ".join(json.dumps(name) for name in SPLIT_MODES)
+            raise ConfigError(
+                f"config error: experiments[{gi}].split = {json.dumps(mode)} is not allowed;"
+                f" expected one of {allowed} (the split modes of leukopipe.workflow.split_modes)"
+            )
 
 
 def _check_ensembles(config: dict[str, Any]) -> None:
@@ -194,23 +206,35 @@ class Experiment:
 
 
 def experiment_name(
-    split: str, backbone: str, strategy: str, partial_stages: int, seed: int
+    split: str | None,
+    backbone: str,
+    strategy: str,
+    partial_stages: int,
+    seed: int,
+    *,
+    lr: float | None = None,
 ) -> str:
-    """A stable, path-safe identifier such as ``image.resnet18.partial2.s0``."""
+    """A stable, path-safe identifier such as ``image.resnet18.partial2.s0``.
+
+    The pipeline's experiments name their split; the sweep's points (one split, several
+    learning rates) leave it out and name the rate instead: ``resnet18.partial2.lr0.0003.s1``.
+    """
     strat = f"partial{partial_stages}" if strategy == "partial" else strategy
-    return f"{split}.{backbone}.{strat}.s{seed}"
+    parts = [split] if split else []
+    parts += [backbone, strat] + ([f"lr{lr:g}"] if lr is not None else [])
+    return ".".join([*parts, f"s{seed}"])
 
 
 def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
     """The experiment grid, keyed by name; groups that list the same job share it."""
     out: dict[str, Experiment] = {}
     for group in config["experiments"]:
-        mode = group["split"]
+        mode = SPLIT_MODES[group["split"]]
         # a cross-validated group is k ordinary experiments, one per fold's split
-        splits = split_ids(int(config["split"]["folds"])) if mode == "cv" else [mode]
+        splits = mode.split_ids(int(config["split"]["folds"]))
         stages = int(group["partial_stages"])
         for split in splits:
-            fold = int(split.rsplit("-f", 1)[1]) if mode == "cv" else None
+            fold = parse_split_id(split)[1] if mode.k_fold else None
             for backbone in group["backbones"]:
                 for strategy in group["strategies"]:
                     for seed in group["seeds"]:
@@ -243,8 +267,7 @@ def ensemble_members(config: dict[str, Any], ensemble: dict[str, Any]) -> dict[s
 
 def _in_group(exp: Experiment, group: dict[str, Any], config: dict[str, Any]) -> bool:
     """Whether ``group`` lists ``exp`` (an experiment may be listed by several groups)."""
-    mode = group["split"]
-    split_ok = exp.split == mode or (mode == "cv" and exp.fold is not None)
+    split_ok = mode_of(exp.split).name == group["split"]
     stages_ok = exp.strategy != "partial" or exp.partial_stages == group["partial_stages"]
     return (
         split_ok
