@@ -50,6 +50,7 @@ rule train:
         lr=config["train"]["lr"],
         batch_size=config["train"]["batch_size"],
         weight_decay=config["train"]["weight_decay"],
+        layer_decay=config["train"]["layer_decay"],
         flips=get_flips_flag,
         amp=config["train"]["amp"],
         pretrained=get_pretrained_flag,
@@ -69,6 +70,7 @@ rule train:
         " --lr {params.lr}"
         " --batch-size {params.batch_size}"
         " --weight-decay {params.weight_decay}"
+        " --layer-decay {params.layer_decay}"
         " {params.flips}"
         " --amp {params.amp}"
         " {params.pretrained}"

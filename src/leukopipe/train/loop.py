@@ -67,12 +67,16 @@ from leukopipe.train.models import (
 )
 from leukopipe.train.weights import load_pretrained
 from leukopipe.workflow.provenance import code_version, provenance
+from leukopipe.workflow.schema import defaults
 
 log = logging.getLogger(__name__)
 
 AMP_MODES = ("bf16", "fp16", "none")
 # Config fields that cannot change results, so a resume may differ in them.
 _NOT_FINGERPRINTED = ("workers",)
+# the pipeline's defaults, from their one home (the config schema)
+_TRAIN = defaults("train")
+_GROUP = defaults("experiments.[]")
 
 
 @dataclass
@@ -85,31 +89,31 @@ class TrainConfig:
                   "--partial-stages stages + head) or full"}
     )
     partial_stages: int = field(
-        default=2, metadata={"help": "stages trained by the 'partial' strategy, counted from "
+        default=_GROUP["partial_stages"], metadata={"help": "stages trained by the 'partial' strategy, counted from "
                              "the deepest (timm's stage grouping)"}
     )
-    epochs: int = field(default=50, metadata={"help": "maximum number of epochs"})
+    epochs: int = field(default=_TRAIN["epochs"], metadata={"help": "maximum number of epochs"})
     patience: int = field(
-        default=15, metadata={"help": "stop after this many epochs without a better val macro-F1"}
+        default=_TRAIN["patience"], metadata={"help": "stop after this many epochs without a better val macro-F1"}
     )
-    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "training batch size"})
-    eval_batch_size: int = field(default=256, metadata={"help": "validation batch size"})
-    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay (L2)"})
+    lr: float = field(default=_TRAIN["lr"], metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=_TRAIN["batch_size"], metadata={"help": "training batch size"})
+    eval_batch_size: int = field(default=_TRAIN["eval_batch_size"], metadata={"help": "validation batch size"})
+    weight_decay: float = field(default=_TRAIN["weight_decay"], metadata={"help": "Adam weight decay (L2)"})
     layer_decay: float | None = field(
-        default=None, metadata={"help": "layer-wise learning-rate decay in (0, 1): each layer "
+        default=_TRAIN["layer_decay"], metadata={"help": "layer-wise learning-rate decay in (0, 1): each layer "
                                 "below the head trains at this times the one above; none = off"}
     )
     flips: bool = field(
-        default=False, metadata={"help": "random horizontal/vertical flips on the device"}
+        default=_TRAIN["flips"], metadata={"help": "random horizontal/vertical flips on the device"}
     )
     workers: int | str = field(
         default="auto", metadata={"help": "DataLoader worker processes, or 'auto' (CPUs of this "
                                   "job minus one, at most 8)"}
     )
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    compile: bool = field(default=_TRAIN["compile"], metadata={"help": "torch.compile the model"})
     amp: str = field(
-        default="bf16", metadata={"help": "mixed precision on CUDA: bf16, fp16 or none "
+        default=_TRAIN["amp"], metadata={"help": "mixed precision on CUDA: bf16, fp16 or none "
                                   "(always off on CPU)"}
     )
     seed: int = field(default=0, metadata={"help": "seed for init, data order and flips"})
