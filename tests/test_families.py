@@ -33,6 +33,7 @@ from leukopipe.train.models import (
     optimizer_param_groups,
 )
 from leukopipe.train.weights import fetch, load_pretrained, meta_path, save_weights
+from leukopipe.workflow.schema import defaults
 
 _CREATE_MODEL = timm.create_model  # the real one, also while a test monkeypatches timm
 SIZE = 32  # px of the synthetic stores: a 2 x 2 patch grid for a patch-16 ViT
@@ -299,12 +300,16 @@ def test_each_family_trains_evaluates_and_explains(runs, tiny, tmp_path, family)
     assert clf.image_size == SIZE
     test = pd.read_parquet(tiny["test_manifest"])
     val = pd.read_parquet(tiny["val_manifest"])
-    preds, _, record = evaluate(clf, test, tiny["test_pixels"], val, tiny["val_pixels"],
-                                n_boot=20)["plain"]
+    settings = defaults("evaluate")
+    preds, _, record = evaluate(
+        clf, test, tiny["test_pixels"], val, tiny["val_pixels"], n_boot=20,
+        threshold=settings["threshold"], referral_target=settings["referral_target"],
+        referral_criterion=settings["referral_criterion"], batch_size=settings["batch_size"],
+    )["plain"]
     assert len(preds) == 12 and record["n_test"] == 12
     assert preds["prob_all"].between(0, 1).all()
     chosen = gradcam_grid(clf, preds, test, tiny["test_pixels"], tmp_path / "gradcam.png",
-                          per_group=1)
+                          per_group=1, stage=-1, alpha=defaults("gradcam")["alpha"])
     assert sum(len(rows) for _, rows in chosen) >= 2
     assert Image.open(tmp_path / "gradcam.png").size[0] > 200
     cams, _ = gradcam(clf, np.load(tiny["test_pixels"])[:4], stage=-2)
