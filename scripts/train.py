@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.errors import UserError
-from leukopipe.train.loop import AMP_MODES, TrainConfig, TrainingInterrupted, config_fields, train
+from leukopipe.train.loop import AMP_MODES, TrainConfig, config_fields, train
 from leukopipe.train.models import STRATEGIES
 from leukopipe.train.weights import check_against_record
 from leukopipe.workflow import cli
+from leukopipe.workflow.interrupt import exit_with_parent
 
 log = logging.getLogger("train")
 
@@ -81,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--summary-json", type=Path, default=None,
                    help="also write the run summary here (it is always printed to stdout)")
     args = p.parse_args(argv)
+    exit_with_parent()  # killed with its job's shell, it saves its epoch and stops (143)
 
     cfg = TrainConfig(**{name: getattr(args, name) for name, *_ in config_fields()})
     if args.weights_record is not None and cfg.pretrained_weights:
@@ -93,15 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(
                 f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"
             ) from exc
-    try:
-        summary = train(
-            cfg, args.train_manifest, args.train_pixels, args.val_manifest, args.val_pixels,
-            args.out_dir, args.resume_dir, extra, device=args.device,
-            on_mismatch=args.on_mismatch, keep_state=args.keep_state,
-        )
-    except TrainingInterrupted as exc:
-        log.warning("%s (exit code %d)", exc, exc.exit_code)
-        return exc.exit_code
+    # a stop signal ends it as TrainingInterrupted: cli.run exits 128 + signal
+    summary = train(
+        cfg, args.train_manifest, args.train_pixels, args.val_manifest, args.val_pixels,
+        args.out_dir, args.resume_dir, extra, device=args.device,
+        on_mismatch=args.on_mismatch, keep_state=args.keep_state,
+    )
     text = json.dumps(summary, indent=2, sort_keys=True, default=str)
     if args.summary_json is not None:
         from leukopipe.workflow.atomic import write_text

@@ -56,8 +56,8 @@ def read_rgb(
             raise ChangedImageError(
                 f"{path} changed after the merge step indexed it (sha256 now {actual[:12]}..., "
                 f"indexed {sha256[:12]}...): its pixels are not the ones the splits were made "
-                "from. Restore the original file, or rerun from the merge step (snakemake "
-                "--forcerun merge) to index the new content."
+                "from. Restore the original file, or run the workflow again: merge reruns by "
+                "itself when the raw copy's content changes, and everything after it follows."
             )
     try:
         with Image.open(io.BytesIO(data)) as im:

@@ -16,11 +16,16 @@ allow-listed and a file that holds any other object is refused.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
 import pickle
+import socket
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 STALE_STATE_FILE = "state.stale.pt"
+LOCK_FILE = ".lock"  # held by the one training that owns the resume folder
+LOG_FILE = "train.log"  # every attempt's log lines, replayed when a retry resumes
 STATE_FORMAT = 1
 BEST_FILE, LAST_FILE, HISTORY_FILE = "best.pt", "last.pt", "history.parquet"
 ON_MISMATCH = ("restart", "error")
@@ -45,6 +52,10 @@ _CHECKPOINT_KEYS = ("state_dict", "backbone", "mean", "std", "image_size")
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint file cannot be used: unreadable, unsafe to unpickle, or not leukopipe's."""
+
+
+class ResumeFolderBusy(UserError):  # noqa: N818 - the message says what is wrong
+    """Another training holds the resume folder of this experiment."""
 
 
 def read_torch_file(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
@@ -126,6 +137,51 @@ class CheckpointSaver:
         self.epochs_without_improvement, self.epochs_done = 0, 0
         self.finished, self.stopped_early = False, False
         self.resumed_from: int | None = None  # epochs done when this run resumed, else None
+
+    # ------------------------------------------------------------------------------ ownership
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[None]:
+        """Hold the resume folder for this run: an exclusive lock (a second training of the same
+        experiment fails at once instead of overwriting this one's state) and a log kept there,
+        which a resumed run first replays so the step's log holds every epoch of every attempt.
+        """
+        folder = self.state_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / LOCK_FILE, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                raise ResumeFolderBusy(
+                    f"{folder} is in use by another training of this experiment ({holder});"
+                    " two would overwrite each other's resume state: wait for it or stop it"
+                ) from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            lock.flush()
+            with self._kept_log(folder / LOG_FILE):
+                yield
+
+    @contextlib.contextmanager
+    def _kept_log(self, path: Path) -> Iterator[None]:
+        if path.is_file() and path.stat().st_size:
+            sys.stderr.write(path.read_text(encoding="utf-8", errors="replace"))
+            sys.stderr.write(f"--- a new attempt: the lines above are from earlier ones ({path})\n")
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        package = logging.getLogger("leukopipe")
+        package.addHandler(handler)
+        try:
+            yield
+        finally:
+            package.removeHandler(handler)
+            handler.close()
+        if self.finished and not self.keep_state:
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------ resume
 

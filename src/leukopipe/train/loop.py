@@ -31,7 +31,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -66,6 +65,7 @@ from leukopipe.train.models import (
     set_train_mode,
 )
 from leukopipe.train.weights import load_pretrained
+from leukopipe.workflow.interrupt import StepInterrupted, StopFlag, stop_on_signals
 from leukopipe.workflow.provenance import code_version, provenance
 from leukopipe.workflow.schema import defaults
 
@@ -89,20 +89,27 @@ class TrainConfig:
                   "--partial-stages stages + head) or full"}
     )
     partial_stages: int = field(
-        default=_GROUP["partial_stages"], metadata={"help": "stages trained by the 'partial' strategy, counted from "
-                             "the deepest (timm's stage grouping)"}
+        default=_GROUP["partial_stages"],
+        metadata={"help": "stages trained by the 'partial' strategy, counted from the deepest "
+                  "(timm's stage grouping)"},
     )
     epochs: int = field(default=_TRAIN["epochs"], metadata={"help": "maximum number of epochs"})
     patience: int = field(
-        default=_TRAIN["patience"], metadata={"help": "stop after this many epochs without a better val macro-F1"}
+        default=_TRAIN["patience"],
+        metadata={"help": "stop after this many epochs without a better val macro-F1"},
     )
     lr: float = field(default=_TRAIN["lr"], metadata={"help": "Adam learning rate"})
     batch_size: int = field(default=_TRAIN["batch_size"], metadata={"help": "training batch size"})
-    eval_batch_size: int = field(default=_TRAIN["eval_batch_size"], metadata={"help": "validation batch size"})
-    weight_decay: float = field(default=_TRAIN["weight_decay"], metadata={"help": "Adam weight decay (L2)"})
+    eval_batch_size: int = field(
+        default=_TRAIN["eval_batch_size"], metadata={"help": "validation batch size"}
+    )
+    weight_decay: float = field(
+        default=_TRAIN["weight_decay"], metadata={"help": "Adam weight decay (L2)"}
+    )
     layer_decay: float | None = field(
-        default=_TRAIN["layer_decay"], metadata={"help": "layer-wise learning-rate decay in (0, 1): each layer "
-                                "below the head trains at this times the one above; none = off"}
+        default=_TRAIN["layer_decay"],
+        metadata={"help": "layer-wise learning-rate decay in (0, 1): each layer below the head "
+                  "trains at this times the one above; none = off"},
     )
     flips: bool = field(
         default=_TRAIN["flips"], metadata={"help": "random horizontal/vertical flips on the device"}
@@ -146,20 +153,16 @@ class TrainConfig:
             self.workers = int(self.workers)
 
 
-class TrainingInterrupted(Exception):  # noqa: N818 - it is not an error, it is a stop request
+class TrainingInterrupted(StepInterrupted):
     """Training stopped on a signal; the last completed epoch is saved in the resume state."""
 
     def __init__(self, signum: int, epochs_done: int):
-        self.signum, self.epochs_done = signum, epochs_done
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"stopped by {name} after {epochs_done} completed epoch(s); rerun the same command "
-            "to resume"
+        super().__init__(signum)
+        self.epochs_done = epochs_done
+        self.args = (
+            f"stopped by {signal.Signals(signum).name} after {epochs_done} completed epoch(s);"
+            " rerun the same command to resume",
         )
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 # ---------------------------------------------------------------------------- set-up helpers
@@ -183,29 +186,6 @@ def prepare_model(
         report = load_pretrained(model, cfg.pretrained_weights, cfg.backbone)
     summary = apply_strategy(model, cfg.strategy, cfg.partial_stages)
     return model, summary, report
-
-
-class _StopFlag:
-    signum: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_StopFlag]:
-    """SIGTERM/SIGUSR1 only set a flag; the loop acts on it at the next batch boundary."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signal handlers can only be installed from the main thread
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        flag.signum = signum  # nothing else: logging from a handler can deadlock
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
 def _read_split(manifest: Path, pixels: Path) -> tuple[pd.DataFrame, BatchDataset]:
@@ -287,7 +267,7 @@ def predict_logits(
     loader: Any,
     transform: DeviceTransform,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
-    stop: _StopFlag | None = None,
+    stop: StopFlag | None = None,
     on_interrupt: Callable[[int], Exception] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits (float32) and labels over an unshuffled loader, in manifest row order."""
@@ -349,7 +329,7 @@ def train_one_epoch(
     setup: TrainingSetup,
     loader: Any,
     batches: int,
-    stop: _StopFlag,
+    stop: StopFlag,
     interrupted: Callable[[int], Exception],
 ) -> dict[str, float]:
     """One pass over the training loader (0-based ``epoch``): mean loss and accuracy, images/s,
@@ -392,7 +372,7 @@ def train_one_epoch(
 def validate(
     setup: TrainingSetup,
     loader: Any,
-    stop: _StopFlag,
+    stop: StopFlag,
     interrupted: Callable[[int], Exception],
 ) -> tuple[dict[str, float], float]:
     """Loss, accuracy, macro-F1 and AUC on the validation loader, and the seconds it took."""
@@ -439,7 +419,8 @@ def train(
     mean, std = normalisation(cfg.backbone)
     workers = resolve_workers(cfg.workers)
 
-    with numerics(dev), _stop_on_signals() as stop:
+    # the lock is taken before anything is read from or written to the resume folder
+    with saver.owned(), numerics(dev), stop_on_signals() as stop:
         seed_everything(cfg.seed)
         model, summary, weights_report = prepare_model(cfg, train_set.image_size)
         setup = _make_setup(cfg, model, dev, mean, std)
@@ -491,8 +472,8 @@ def train(
             if stop.signum is not None and not saver.finished:
                 raise interrupted(stop.signum)
 
-    meta = _checkpoint_meta(cfg, train_set.image_size, summary, extra_meta, saver.fingerprint)
-    paths = saver.save_outputs(meta, model)
+        meta = _checkpoint_meta(cfg, train_set.image_size, summary, extra_meta, saver.fingerprint)
+        paths = saver.save_outputs(meta, model)
     return {
         "backbone": cfg.backbone,
         "strategy": cfg.strategy,

@@ -9,12 +9,16 @@ their half-written temp files. ``leukopipe.workflow.cli.run`` turns it into exit
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class StopFlag:
@@ -61,3 +65,20 @@ def stop_on_signals() -> Iterator[StopFlag]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def exit_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux).
+
+    A step started by a shell wrapper (Snakemake's job) must not outlive it: killed by a
+    scheduler or a user, the wrapper takes the step down instead of leaving it running on,
+    writing outputs for a job already recorded as failed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+        return  # not fatal: the step still runs, only unguarded
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signum)
