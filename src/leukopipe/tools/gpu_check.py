@@ -96,7 +96,7 @@ FULL = Scale(
 )
 
 TINY = Scale(
-    name="CPU tiny (32 px, few donors)",
+    name="CPU tiny (32 px, few donors, 1 epoch)",
     pipeline_overrides={
         "run": "gpu-check-tiny",
         "data": {"expected_image_size": 64, "synthetic": {
@@ -104,7 +104,7 @@ TINY = Scale(
             "prelim_hem_subjects": 3, "cells_per_subject": [3, 4], "final_images": 2,
             "image_size": 64}},
         "augment": {"image_size": 32, "target_per_class": 32},
-        "train": {"epochs": 2, "patience": 2, "lr": 1.0e-3, "batch_size": 32,
+        "train": {"epochs": 1, "patience": 1, "lr": 1.0e-3, "batch_size": 32,
                   "eval_batch_size": 64, "amp": "none"},
         "evaluate": {"bootstrap": 50, "batch_size": 64},
         # at 32 px the last ResNet stage is 1x1: the stage before it (2x2) can localise

@@ -81,8 +81,9 @@ def _pipeline(part: Any) -> list[str]:
                      _f(val.get("accuracy"), 3), _f(test.get("accuracy"), 3),
                      _f(test.get("macro_f1"), 3), _f(test.get("roc_auc"), 3),
                      _f(tta.get("accuracy"), 3), r.get("gradcam", "")])
-    out += _table(["experiment", "group", "epochs", "train img/s (median, epochs 2+)",
-                   "train job s", "evaluate job s", "peak GPU MiB (train / evaluate)",
+    out += _table(["experiment", "group", "epochs",
+                   "train img/s (median of epochs 2+, else epoch 1)", "train job s",
+                   "evaluate job s", "peak GPU MiB (train / evaluate)",
                    "train max RSS MB", "best val macro-F1 (history)", "val acc (best ckpt)",
                    "test acc", "test macro-F1", "test AUC", "TTA test acc", "Grad-CAM"], rows)
     ens = res.get("ensembles", {})
