@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--train-images", type=int, default=1024)
+    p.add_argument("--train-images", type=int, default=768)
     p.add_argument("--val-images", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=6)
