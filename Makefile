@@ -1,16 +1,23 @@
 # Two entry points for people: `make demo` and `make test`. Both build .venv first if needed.
-PYTHON ?= python3.11
+# .venv's interpreter: PYTHON if given, else tools/pick-python.sh picks the first of python3.13,
+# python3.12, python3.11, python3 that is >= 3.11 and has the pinned torch/torchvision wheels
+# (asked only when .venv does not exist yet).
+PYTHON ?=
 VENV := .venv
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
+# The GPU check needs neither .venv nor network: .venv's Python if there is one, else the
+# site's python3 (or python) with its own PyTorch.
+CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
+GPU_CHECK_OUT ?= gpu-check
 
-.PHONY: env demo test lint benchmark stale clean-demo
+.PHONY: env demo test lint benchmark stale gpu-check clean-demo
 
 env: $(STAMP)
 
 # Rebuilt whenever the pinned requirements change.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/python || { py="$(PYTHON)"; [ -n "$$py" ] || py=$$(sh tools/pick-python.sh) || exit 1; echo "creating $(VENV) with $$py"; "$$py" -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --no-deps -e .
@@ -30,6 +37,10 @@ benchmark: $(STAMP)
 # Finished outputs whose code changed in substance since they were made, and which files.
 stale: $(STAMP)
 	PYTHONPATH=src $(VENV)/bin/python scripts/stale.py
+
+# Pipeline + resume + benchmark on one CUDA node in < 9 minutes; summary in $(GPU_CHECK_OUT)/.
+gpu-check:
+	$(CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -303,6 +303,22 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
+def _reset_peak(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_mb(device: Any) -> float | None:
+    """Largest GPU memory held by tensors since the last reset (MiB); None on CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 def loader_rate(pixels: Path, batch_size: int, workers: int, batches: int = 50,
                 device: str = "cpu") -> Row:
     """Batches/s the training DataLoader delivers from a store (no model; pinned when
@@ -347,6 +363,7 @@ def pure_step_rate(backbone: str, image_size: int, batch_size: int, device: str 
     cl = dev.type == "cuda" if channels_last is None else channels_last
     use_amp = dev.type == "cuda" and amp != "none"
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    _reset_peak(dev)
     with numerics(dev):  # the real loop's numerics: same kernels
         model = build_model(backbone, image_size=image_size).to(dev).train()
         if cl:
@@ -376,7 +393,8 @@ def pure_step_rate(backbone: str, image_size: int, batch_size: int, device: str 
     n = steps * batch_size
     return Row("train step (pure)", _train_setting(backbone, image_size, batch_size, dev, amp, cl,
                                                    compile), n, secs, n / secs, "img/s", None,
-               load_average(), "random batch on the device: fwd + bwd + Adam")
+               load_average(), "random batch on the device: fwd + bwd + Adam",
+               {"peak_gpu_mb": _peak_mb(dev)})
 
 
 def _train_setting(backbone: str, size: int, batch: int, dev: Any, amp: str, cl: bool,
@@ -391,7 +409,11 @@ def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path
                    val_manifest: Path, batch_size: int, device: str = "cpu",
                    max_images: int | None = None, epochs: int = 2, workers: int | str = "auto",
                    amp: str = "bf16", compile: bool = False) -> Row:
-    """images/s of the real training loop (median training pass of epochs 2..n)."""
+    """images/s of the real training loop (median training pass of epochs 2..n).
+
+    ``extra`` holds the steady epochs' split into training pass, validation pass and (when the
+    history records it) checkpoint save, and the peak GPU memory of the run.
+    """
     import torch
 
     from leukopipe.train.loop import TrainConfig, train
@@ -402,6 +424,7 @@ def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path
     if max_images is not None and len(frame) > max_images:
         frame = frame.sample(n=max_images, random_state=0).sort_values("store_row")
     dev = torch.device(device)
+    _reset_peak(dev)
     with tempfile.TemporaryDirectory(prefix="leukopipe-bench-") as tmp:
         sub = Path(tmp) / "train.parquet"
         frame.to_parquet(sub)
@@ -412,14 +435,132 @@ def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path
                        Path(tmp) / "state", device=device)
         history = pd.read_parquet(result["history"])
     # epoch 1 pays loader start-up, cuDNN autotuning and compilation
-    steady = history["images_per_s"].iloc[1:] if len(history) > 1 else history["images_per_s"]
+    history = history.iloc[1:] if len(history) > 1 else history
+    steady = history["images_per_s"]
     rate = float(np.median(steady))
     n = len(frame)
     size = int(open_store(pixels).shape[1])
+    extra = {"peak_gpu_mb": _peak_mb(dev), "epochs": epochs,
+             "val_images": len(pd.read_parquet(val_manifest, columns=["label"])),
+             **epoch_split(history, n)}
     return Row("train loop (real)", _train_setting(backbone, size, batch_size, dev, amp,
                                                    dev.type == "cuda", compile),
                n * len(steady), n * len(steady) / rate, rate, "img/s", None, load_average(),
-               f"{n} images/epoch, loader workers {workers}, median of epochs 2..{epochs}")
+               f"{n} images/epoch, loader workers {workers}, median of epochs 2..{epochs}", extra)
+
+
+# history columns of the epoch split, where the training loop records them
+SPLIT_COLUMNS = ("train_seconds", "val_seconds", "save_seconds")
+
+
+def epoch_split(history: pd.DataFrame, n_train: int) -> dict[str, Any]:
+    """Median seconds of an epoch's training pass, validation pass and checkpoint save.
+
+    Read from the history where it records them; otherwise the training pass is derived from
+    its images/s and the validation pass is the rest of the epoch's ``seconds`` (which do not
+    include the save: ``save_seconds`` is then None and is measured apart, see
+    :func:`checkpoint_save_seconds`).
+    """
+    if all(c in history.columns for c in SPLIT_COLUMNS[:2]):
+        out = {c: float(history[c].median()) for c in SPLIT_COLUMNS if c in history.columns}
+        out.setdefault("save_seconds", None)
+        return {**out, "split_source": "history"}
+    train_s = n_train / history["images_per_s"]
+    return {"train_seconds": float(train_s.median()),
+            "val_seconds": float((history["seconds"] - train_s).median()),
+            "save_seconds": None, "split_source": "derived from seconds and images_per_s"}
+
+
+def checkpoint_save_seconds(backbone: str, out_dir: Path, device: str = "cpu",
+                            repeats: int = 3) -> Row:
+    """Seconds of the training loop's per-epoch resume-state save for ``backbone`` (model and
+    Adam state from the device, a CPU copy of the best weights, atomic write): the median of
+    ``repeats`` saves of the loop's own state layout."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from leukopipe.train.checkpoint_saver import _cpu_state_dict, _save
+    from leukopipe.train.models import build_model
+
+    dev = torch.device(device)
+    model = build_model(backbone).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(2, 3, 64, 64, device=dev)
+    F.cross_entropy(model(x), torch.tensor([0, 1], device=dev)).backward()
+    opt.step()  # Adam's moments exist from the first step on, as in every saved epoch
+    out_dir.mkdir(parents=True, exist_ok=True)
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        start = time.perf_counter()
+        _save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+               "best_state": _cpu_state_dict(model)}, out_dir / "state.pt")
+        times.append(time.perf_counter() - start)
+    size_mb = (out_dir / "state.pt").stat().st_size / 2**20
+    secs = float(np.median(times))
+    return Row("checkpoint save", f"{backbone}, {dev.type}", 1, secs, 1 / secs, "saves/s", None,
+               load_average(), f"{size_mb:.0f} MB per save, median of {repeats}")
+
+
+def step_breakdown(backbone: str, pixels: Path, batch_size: int, device: str = "cpu",
+                   workers: int = 0, amp: str = "bf16", steps: int = 20) -> Row:
+    """Where a training step's time goes: waiting for the loader versus compute.
+
+    The training loop's own loader, device transform and numerics, one step at a time with the
+    device synchronised after each, so that ``wait`` (blocked in the loader) and ``compute``
+    (transform + forward + backward + Adam) add up to the step. The first batches (worker
+    start-up, cuDNN autotuning) are not counted.
+    """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from leukopipe.train.device import numerics
+    from leukopipe.train.loader import BatchDataset, DeviceTransform, EpochBatchSampler, make_loader
+    from leukopipe.train.models import build_model, normalisation
+
+    dev = torch.device(device)
+    n = len(open_store(pixels))
+    warmup = 2
+    sampler = EpochBatchSampler(n, batch_size, shuffle=True, seed=0,
+                                drop_last=n % batch_size == 1)
+    loader = make_loader(BatchDataset(pixels, np.arange(n) % 2), sampler, workers, dev)
+    cl = dev.type == "cuda"
+    use_amp = cl and amp != "none"
+    waits, computes = [], []
+    with numerics(dev):
+        model = build_model(backbone, image_size=int(open_store(pixels).shape[1])).to(dev).train()
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        transform = DeviceTransform(*normalisation(backbone), dev, cl)
+        epoch = 0
+        while len(waits) < steps + warmup:
+            sampler.set_epoch(epoch)
+            it = iter(loader)
+            while len(waits) < steps + warmup:
+                t0 = time.perf_counter()
+                try:
+                    images, labels = next(it)
+                except StopIteration:
+                    break
+                t1 = time.perf_counter()
+                x, y = transform(images, labels, augment=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = F.cross_entropy(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                _sync(dev)
+                waits.append(t1 - t0)
+                computes.append(time.perf_counter() - t1)
+            epoch += 1
+    wait, compute = np.mean(waits[warmup:]) * 1e3, np.mean(computes[warmup:]) * 1e3
+    secs = float(np.sum(waits[warmup:]) + np.sum(computes[warmup:]))
+    return Row("train step breakdown", f"{backbone}, batch {batch_size}, {workers} worker(s), "
+               f"{dev.type}", steps * batch_size, secs, steps * batch_size / secs, "img/s", None,
+               load_average(), f"loader wait {wait:.1f} ms + compute {compute:.1f} ms per step",
+               {"wait_ms": round(float(wait), 2), "compute_ms": round(float(compute), 2),
+                "wait_fraction": round(float(wait / (wait + compute)), 3)})
 
 
 def inference_rate(backbone: str, pixels: Path, batch_size: int, device: str = "cpu",
@@ -456,12 +597,15 @@ def inference_rate(backbone: str, pixels: Path, batch_size: int, device: str = "
 
 
 def estimate_study_a(train_rates: dict[str, float], eval_rates: dict[str, float],
-                     n_train: int = 20000, n_val: int = 1250, epochs: int = 50) -> dict[str, float]:
+                     n_train: int = 20000, n_val: int = 1250, epochs: int = 50,
+                     save_seconds: dict[str, float] | None = None) -> dict[str, float]:
     """Hours per backbone (and total) for Study A at most ``epochs`` epochs (early stopping
-    only shortens it): each epoch = one training pass + one validation pass."""
+    only shortens it): each epoch = one training pass + one validation pass (+ the resume-state
+    save, where ``save_seconds`` gives it)."""
     hours = {}
     for b, rate in train_rates.items():
         per_epoch = n_train / rate + n_val / eval_rates.get(b, rate * 3)
+        per_epoch += (save_seconds or {}).get(b, 0.0)
         hours[b] = epochs * per_epoch / 3600
     hours["total"] = sum(hours.values())
     return hours
