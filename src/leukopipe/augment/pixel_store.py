@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukopipe.errors import InvalidInputError, MissingInputError
 from leukopipe.workflow.atomic import atomic_path
 from leukopipe.workflow.diskspace import SPACE_ERRNOS, disk_full, free_bytes, reserve
 
@@ -60,7 +61,7 @@ def open_store(path: str | os.PathLike[str]) -> np.ndarray:
     """Open a store read-only as a memmap (an empty store loads as an ordinary array)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"Pixel store not found: {path}. Run the augment step (snakemake) to create it."
         )
     try:
@@ -70,17 +71,17 @@ def open_store(path: str | os.PathLike[str]) -> np.ndarray:
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path} is not a readable .npy pixel store ({err}); delete it and rerun the "
                 "augment step."
             ) from err
     except OSError as err:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} is not a readable .npy pixel store ({err}); delete it and rerun the "
             "augment step."
         ) from err
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3 or arr.shape[1] != arr.shape[2]:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} is not a pixel store: expected a uint8 array of shape (N, S, S, 3), found "
             f"{arr.dtype} {tuple(arr.shape)}; delete it and rerun the augment step."
         )
@@ -91,7 +92,7 @@ def check_store(path: str | os.PathLike[str], n: int, size: int) -> None:
     """Raise ValueError naming ``path`` unless it holds exactly (n, size, size, 3) uint8 pixels."""
     arr = open_store(path)
     if arr.shape != (n, size, size, 3):
-        raise ValueError(
+        raise InvalidInputError(
             f"Pixel store {path} has shape {tuple(arr.shape)}, but the manifest needs "
             f"({n}, {size}, {size}, 3) ({n} rows at {size} px); the store and manifest are out of "
             "step: delete both and rerun the augment step."

@@ -42,6 +42,7 @@ import torch
 import torchvision.transforms.v2.functional as F  # noqa: N812  (torchvision's own idiom)
 from torchvision.transforms import InterpolationMode
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.schema import defaults
 
 # Bump when the meaning of a params dict changes, so old manifests are rejected, not misread.
@@ -86,7 +87,7 @@ class AugmentConfig:
             # Lists (from YAML/JSON) become tuples so configs compare and hash by value.
             value = getattr(self, name)
             if not isinstance(value, list | tuple):
-                raise ValueError(
+                raise InvalidInputError(
                     f"augment.transforms.{name} must be a pair [lo, hi], got {value!r}"
                 )
             object.__setattr__(self, name, tuple(float(v) for v in value))
@@ -119,7 +120,7 @@ class AugmentConfig:
         if self.crop_scale[1] > 1.0:
             problems.append(f"crop_scale={list(self.crop_scale)} must not exceed 1.0")
         if problems:
-            raise ValueError("Invalid augment.transforms settings: " + "; ".join(problems))
+            raise InvalidInputError("Invalid augment.transforms settings: " + "; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> AugmentConfig:
@@ -128,7 +129,7 @@ class AugmentConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Unknown key(s) in augment.transforms: {unknown}; allowed keys: {sorted(fields)}"
             )
         kwargs: dict[str, Any] = {}
@@ -136,17 +137,21 @@ class AugmentConfig:
             default = fields[name].default
             if isinstance(default, tuple):
                 if not isinstance(value, list | tuple) or len(value) != 2:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"augment.transforms.{name} must be a pair [lo, hi], got {value!r}"
                     )
                 kwargs[name] = (float(value[0]), float(value[1]))
             elif isinstance(default, int):
                 if isinstance(value, bool) or int(value) != value:
-                    raise ValueError(f"augment.transforms.{name} must be an integer, got {value!r}")
+                    raise InvalidInputError(
+                        f"augment.transforms.{name} must be an integer, got {value!r}"
+                    )
                 kwargs[name] = int(value)
             else:
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ValueError(f"augment.transforms.{name} must be a number, got {value!r}")
+                    raise InvalidInputError(
+                        f"augment.transforms.{name} must be a number, got {value!r}"
+                    )
                 kwargs[name] = float(value)
         return cls(**kwargs)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from leukopipe.errors import InvalidInputError
+
 
 def assign_folds(index: pd.DataFrame, folds: int, seed: int) -> pd.Series:
     """Fold (0..k-1) of every subject, class-stratified and balanced in images.
@@ -29,7 +31,7 @@ def assign_folds(index: pd.DataFrame, folds: int, seed: int) -> pd.Series:
     for label in sorted(subject_class.unique()):
         subjects = np.array(sorted(subject_class.index[subject_class == label]))
         if len(subjects) < folds:
-            raise ValueError(
+            raise InvalidInputError(
                 f"class {label} has {len(subjects)} subject(s) but {folds}-fold cross-validation"
                 f" needs at least {folds} per class (lower split.folds)"
             )

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from leukopipe.errors import InvalidInputError
+
 KEYS = ["image_id", "subject", "label"]
 
 
@@ -27,12 +29,12 @@ def soft_vote(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for i, f in enumerate(frames):
         f = f.sort_values("image_id").reset_index(drop=True)
         if len(f) != len(base) or not (f["image_id"].to_numpy() == base["image_id"]).all():
-            raise ValueError(
+            raise InvalidInputError(
                 f"ensemble member {i} scored other images than member 0: members must share"
                 " one split (the same test and validation manifests)"
             )
         if not (f["label"].to_numpy() == base["label"].to_numpy()).all():
-            raise ValueError(f"ensemble member {i} disagrees on true labels with member 0")
+            raise InvalidInputError(f"ensemble member {i} disagrees on true labels with member 0")
         probs.append(f["prob_all"].to_numpy(dtype=np.float64))
     out = base.copy()
     out["prob_all"] = np.mean(probs, axis=0)

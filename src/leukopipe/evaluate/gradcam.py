@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import Classifier
 
 GROUPS = (
@@ -36,11 +37,13 @@ def target_layer(model: nn.Module, stage: int = -1) -> tuple[str, nn.Module]:
     """(name, module) of a feature stage from timm's ``feature_info``; -1 is the deepest."""
     info = getattr(model, "feature_info", None)
     if not info:
-        raise ValueError(f"{type(model).__name__} has no timm feature_info: cannot place Grad-CAM")
+        raise InvalidInputError(
+            f"{type(model).__name__} has no timm feature_info: cannot place Grad-CAM"
+        )
     try:
         name = info[stage]["module"]
     except IndexError:
-        raise ValueError(
+        raise InvalidInputError(
             f"gradcam stage {stage} out of range: {type(model).__name__} has {len(info)} stages"
         ) from None
     return name, model.get_submodule(name)
@@ -56,7 +59,7 @@ def token_map(tokens: torch.Tensor, model: nn.Module) -> torch.Tensor:
     rows, cols = (int(v) for v in model.patch_embed.grid_size)
     patches = tokens[:, int(model.num_prefix_tokens):]
     if patches.shape[1] != rows * cols:
-        raise ValueError(
+        raise InvalidInputError(
             f"{patches.shape[1]} patch tokens do not fill {type(model).__name__}'s "
             f"{rows}x{cols} patch grid"
         )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.train.checkpoint_saver import load_checkpoint
 from leukopipe.train.device import pick_device
 
@@ -64,7 +65,7 @@ def predict_batch(clf: Classifier, images: np.ndarray) -> np.ndarray:
 def predict_store(clf: Classifier, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Probability of ALL for every row of a uint8 (N, S, S, 3) store, read in contiguous slices."""
     if pixels.ndim != 4 or pixels.shape[1:] != (clf.image_size, clf.image_size, 3):
-        raise ValueError(
+        raise InvalidInputError(
             f"pixel store of shape {pixels.shape} does not match the model's input"
             f" ({clf.image_size}x{clf.image_size} RGB)"
         )

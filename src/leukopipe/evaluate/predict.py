@@ -12,7 +12,7 @@ import pandas as pd
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
 from leukopipe.data.imageio import MissingImageError, UnreadableImageError, read_rgb
-from leukopipe.errors import UserError
+from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ def list_images(source: str | Path, column: str = "path") -> list[Path]:
     if source.suffix.lower() == ".csv" and source.is_file():
         df = pd.read_csv(source)
         if column not in df:
-            raise ValueError(f"{source}: no column {column!r} (columns: {', '.join(df.columns)})")
+            raise InvalidInputError(
+                f"{source}: no column {column!r} (columns: {', '.join(df.columns)})"
+            )
         paths = [Path(p) for p in df[column].dropna().astype(str)]
         if not paths:
             raise NoImagesError(f"{source}: its column {column!r} lists no image paths")
@@ -58,7 +60,7 @@ def list_images(source: str | Path, column: str = "path") -> list[Path]:
         raise NoImagesError(
             f"{source}: not an image ({kinds}), a folder of images or a .csv of image paths"
         )
-    raise FileNotFoundError(f"{source}: no such image, folder or .csv file")
+    raise MissingInputError(f"{source}: no such image, folder or .csv file")
 
 
 def referral_threshold(metrics_json: str | Path | None, explicit: float | None) -> float | None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.metrics import check_predictions
 
 Criterion = Literal["accuracy", "sensitivity"]
@@ -76,9 +77,9 @@ def choose_threshold(
     Returns {threshold, val_coverage, val_criterion, reached, criterion, target}.
     """
     if criterion not in ("accuracy", "sensitivity"):
-        raise ValueError(f"criterion must be 'accuracy' or 'sensitivity', got {criterion!r}")
+        raise InvalidInputError(f"criterion must be 'accuracy' or 'sensitivity', got {criterion!r}")
     if not 0.0 <= target <= 1.0:
-        raise ValueError(f"target must be a fraction in [0, 1] (e.g. 0.95), got {target}")
+        raise InvalidInputError(f"target must be a fraction in [0, 1] (e.g. 0.95), got {target}")
     y, p = check_predictions(y_val, p_val)
     sweep = _sweep(y, p)
     # Ascending thresholds = descending coverage; the first hit is the lowest threshold.

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.augment.pixel_store import open_store
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.eval_record import CONVENTION, build_record
 from leukopipe.evaluate.inference import Classifier, predict_store
 from leukopipe.evaluate.tta import predict_store_tta
@@ -32,7 +33,7 @@ def score(
     (8-view dihedral mean, plain) from one pass over the views."""
     pixels = open_store(pixels_path)
     if len(pixels) != len(manifest):
-        raise ValueError(
+        raise InvalidInputError(
             f"{pixels_path}: {len(pixels)} images but the manifest has {len(manifest)} rows"
             " (rerun the resize step)"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import Classifier, predict_batch
 
 # (number of 90-degree rotations, horizontal flip first?)
@@ -29,7 +30,7 @@ def predict_store_tta(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean over the 8 views, plain identity-view probability) for every store row."""
     if pixels.ndim != 4 or pixels.shape[1:] != (clf.image_size, clf.image_size, 3):
-        raise ValueError(
+        raise InvalidInputError(
             f"pixel store of shape {pixels.shape} does not match the model's input"
             f" ({clf.image_size}x{clf.image_size} RGB)"
         )

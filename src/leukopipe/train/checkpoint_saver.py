@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from leukopipe.errors import UserError
+from leukopipe.errors import MissingInputError, UserError
 from leukopipe.train.models import build_model
 from leukopipe.workflow.atomic import atomic_path, write_parquet
 
@@ -52,6 +52,10 @@ _CHECKPOINT_KEYS = ("state_dict", "backbone", "mean", "std", "image_size")
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint file cannot be used: unreadable, unsafe to unpickle, or not leukopipe's."""
+
+
+class ForeignResumeState(UserError, RuntimeError):  # noqa: N818 - the message says what
+    """The resume state was made by another configuration or data, and the run may not restart."""
 
 
 class ResumeFolderBusy(UserError):  # noqa: N818 - the message says what is wrong
@@ -82,7 +86,7 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (train the experiment first)")
+        raise MissingInputError(f"{path}: checkpoint not found (train the experiment first)")
     meta = read_torch_file(path, map_location)
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(meta, dict) or k not in meta]
     if missing:
@@ -218,7 +222,7 @@ class CheckpointSaver:
         if found == self.fingerprint:
             return state
         if self.on_mismatch == "error":
-            raise RuntimeError(
+            raise ForeignResumeState(
                 f"resume state {path} belongs to another configuration or data set (fingerprint "
                 f"{found}, this run {self.fingerprint}); delete {path} or use another --resume-dir"
             )

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from leukopipe.augment.pixel_store import open_store
+from leukopipe.errors import InvalidInputError
 
 MAX_AUTO_WORKERS = 8
 
@@ -44,7 +45,7 @@ class BatchDataset(Dataset):
         store = open_store(self.pixels)
         if rows is None:
             if len(store) != len(self.labels):
-                raise ValueError(
+                raise InvalidInputError(
                     f"pixel store {self.pixels} has {len(store)} rows but its manifest has "
                     f"{len(self.labels)}; row i of the store must be row i of the manifest — "
                     "rerun the step that wrote them"
@@ -55,7 +56,7 @@ class BatchDataset(Dataset):
             if len(self.rows) != len(self.labels) or (
                 len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(store))
             ):
-                raise ValueError(
+                raise InvalidInputError(
                     f"the manifest's store_row values do not fit pixel store {self.pixels} "
                     f"({len(store)} rows); rerun the step that wrote them"
                 )
@@ -86,7 +87,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self, n: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
     ):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.seed, self.drop_last, self.epoch = seed, drop_last, 0
 
@@ -114,7 +115,7 @@ def resolve_workers(workers: int | str) -> int:
         return max(0, min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0)) - 1))
     count = int(workers)
     if count < 0:
-        raise ValueError(f"workers must be >= 0 or 'auto', got {workers}")
+        raise InvalidInputError(f"workers must be >= 0 or 'auto', got {workers}")
     return count
 
 

@@ -45,6 +45,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
+from leukopipe.errors import InvalidInputError
 from leukopipe.train.checkpoint_saver import CheckpointSaver
 from leukopipe.train.checkpoint_saver import load_checkpoint as load_checkpoint  # re-exported
 from leukopipe.train.device import numerics, pick_device
@@ -131,18 +132,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise InvalidInputError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+            raise InvalidInputError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "partial_stages"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
+            raise InvalidInputError(f"patience must be >= 1, got {self.patience}")
         if self.lr < 0 or self.weight_decay < 0:
-            raise ValueError("lr and weight_decay must be >= 0")
+            raise InvalidInputError("lr and weight_decay must be >= 0")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1] or none, got {self.layer_decay}")
+            raise InvalidInputError(
+                f"layer_decay must be in (0, 1] or none, got {self.layer_decay}"
+            )
         if self.layer_decay == 1:
             self.layer_decay = None  # the same run either way, so the same fingerprint
         if self.pretrained_weights is not None:
@@ -191,10 +194,10 @@ def prepare_model(
 def _read_split(manifest: Path, pixels: Path) -> tuple[pd.DataFrame, BatchDataset]:
     frame = pd.read_parquet(manifest)
     if "label" not in frame.columns:
-        raise ValueError(f"manifest {manifest} has no 'label' column; rerun the split step")
+        raise InvalidInputError(f"manifest {manifest} has no 'label' column; rerun the split step")
     bad = sorted(set(frame["label"].dropna().unique()) - {0, 1})
     if bad or frame["label"].isna().any() or len(frame) == 0:
-        raise ValueError(
+        raise InvalidInputError(
             f"manifest {manifest}: labels must be 0 (Hem) or 1 (ALL) and the manifest must not "
             f"be empty (found {len(frame)} rows, bad labels {bad[:5]}); rerun the split step"
         )
@@ -500,7 +503,7 @@ def _read_data(
     train_frame, train_set = _read_split(train_manifest, train_pixels)
     val_frame, val_set = _read_split(val_manifest, val_pixels)
     if train_set.image_size != val_set.image_size:
-        raise ValueError(
+        raise InvalidInputError(
             f"train images are {train_set.image_size}px ({train_pixels}) but validation images "
             f"are {val_set.image_size}px ({val_pixels}); both must come from the same config"
         )

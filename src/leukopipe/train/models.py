@@ -26,6 +26,8 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
+from leukopipe.errors import InvalidInputError
+
 Strategy = Literal["frozen", "partial", "full"]
 STRATEGIES: tuple[str, ...] = ("frozen", "partial", "full")
 
@@ -38,7 +40,7 @@ _FROZEN_NORMS_ATTR = "leukopipe_frozen_norms"
 
 def _check_backbone(backbone: str) -> None:
     if not timm.is_model(backbone):
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown backbone {backbone!r}: not a timm model name "
             "(see timm.list_models(), e.g. 'resnet50' or 'efficientnet_b0')"
         )
@@ -69,7 +71,7 @@ def _check_patch_grid(model: nn.Module, backbone: str, image_size: int) -> None:
     if patch and any(image_size % int(p) for p in patch):
         side = int(patch[0])
         lower, upper = image_size // side * side, (image_size // side + 1) * side
-        raise ValueError(
+        raise InvalidInputError(
             f"image size {image_size} px does not fit {backbone}'s {side} px patches; choose a "
             f"multiple of {side}, e.g. {lower or upper} or {upper}"
         )
@@ -87,7 +89,7 @@ def input_size(backbone: str, override: int | None = None) -> int:
         cfg = timm.models.get_pretrained_cfg(backbone)
         override = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
     if override < 1:
-        raise ValueError(f"image size must be >= 1 px, got {override}")
+        raise InvalidInputError(f"image size must be >= 1 px, got {override}")
     with torch.device("meta"):  # no memory, no initialisation: just the patch grid
         build_model(backbone, image_size=override)
     return override
@@ -145,12 +147,12 @@ def _compiled_matcher(model: nn.Module) -> _Matcher:
     try:
         matcher = model.group_matcher(coarse=True)
     except (AttributeError, NotImplementedError) as exc:
-        raise ValueError(
+        raise InvalidInputError(
             f"{type(model).__name__} has no timm group_matcher, so its stages are unknown; "
             "use strategy 'frozen' or 'full' for this backbone"
         ) from exc
     if not isinstance(matcher, dict):
-        raise ValueError(
+        raise InvalidInputError(
             f"{type(model).__name__} defines its stages with a function, not regexes; "
             "use strategy 'frozen' or 'full' for this backbone"
         )
@@ -251,7 +253,9 @@ def apply_strategy(model: nn.Module, strategy: str, partial_stages: int = 2) -> 
     :func:`set_train_mode` instead of ``model.train()``.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise InvalidInputError(
+            f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+        )
     heads = classifier_names(model)
     names = _tensor_names(model)
     try:
@@ -268,7 +272,7 @@ def apply_strategy(model: nn.Module, strategy: str, partial_stages: int = 2) -> 
     else:
         if not 1 <= partial_stages <= len(stage_list):
             listing = ", ".join(s for s, _ in stage_list)
-            raise ValueError(
+            raise InvalidInputError(
                 f"partial_stages={partial_stages} but {type(model).__name__} has "
                 f"{len(stage_list)} stages ({listing}); choose 1..{len(stage_list)}"
             )
@@ -335,7 +339,7 @@ def optimizer_param_groups(
     if layer_decay is None or layer_decay == 1.0:
         return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
     if not 0.0 < layer_decay < 1.0:
-        raise ValueError(f"layer_decay must be in (0, 1] or None (off), got {layer_decay}")
+        raise InvalidInputError(f"layer_decay must be in (0, 1] or None (off), got {layer_decay}")
     groups = param_groups_layer_decay(
         model, weight_decay=weight_decay, layer_decay=layer_decay,
         weight_decay_exclude_1d=False,
