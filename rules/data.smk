@@ -71,6 +71,7 @@ rule split:
         test_fraction=config["split"]["test_fraction"],
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
+        near_duplicates=config["split"]["near_duplicate_max_distance"],
         out_dir=lambda wc: f"{R}/splits/{wc.split}",
     shell:
-        "python scripts/split.py --index {input.index} --mode {wildcards.split} --test-fraction {params.test_fraction} --val-fraction {params.val_fraction} --seed {params.seed} --out-dir {params.out_dir} 2> {log}"
+        "python scripts/split.py --index {input.index} --mode {wildcards.split} --test-fraction {params.test_fraction} --val-fraction {params.val_fraction} --seed {params.seed} --near-duplicate-max-distance {params.near_duplicates} --out-dir {params.out_dir} 2> {log}"
