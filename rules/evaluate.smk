@@ -81,6 +81,7 @@ rule compare:
             f"{R}/eval/{{exp}}/predictions.parquet", exp=sorted(EXPERIMENTS)
         ),
         histories=expand(f"{R}/eval/{{exp}}/history.parquet", exp=sorted(EXPERIMENTS)),
+        audits=expand(f"{R}/splits/{{split}}/audit.json", split=SPLIT_MODES),
         code=step_code("compare"),
     output:
         md=report(
@@ -124,7 +125,7 @@ rule compare:
         threshold=config["evaluate"]["threshold"],
         bootstrap=config["evaluate"]["bootstrap"],
     shell:
-        "python scripts/compare.py --metrics {input.metrics} --threshold {params.threshold} --bootstrap {params.bootstrap} --tables-dir {params.tables} --figures-dir {params.figures} 2> {log}"
+        "python scripts/compare.py --metrics {input.metrics} --audits {input.audits} --threshold {params.threshold} --bootstrap {params.bootstrap} --tables-dir {params.tables} --figures-dir {params.figures} 2> {log}"
 
 
 rule report:
