@@ -124,6 +124,10 @@ def test_compare_pools_cv_folds_into_mean_std_and_out_of_fold_rows(tmp_path):
     subj = compare.subject_level_table(rows)
     assert set(subj["Split"]) == {"cv3 pooled out-of-fold", "image"}
     assert "18 (9/9)" in set(subj["Subjects (ALL/Hem)"])
+    assert set(subj["Protocol"]) == {
+        "image-level (leaky: 4 of 6 test subjects also in training)",
+        "subject-disjoint (cross-validation folds: 18 test subjects, none in training)",
+    }
     # an incomplete set of folds is not pooled (it would not cover every subject)
     rows2, pooled2 = compare.with_pooled(compare.load_records(paths[1:]), n_boot=50)
     assert pooled2 == {} and not rows2["pooled"].any()

@@ -156,6 +156,7 @@ def test_each_published_number_sits_under_its_own_metric(rows):
     # only subject-disjoint runs of this project sit beside the honest references
     ours = honest[honest["Source"] == "this project"]
     assert len(ours) == 4 and ours["Protocol"].str.startswith("subject-disjoint").all()
+    assert set(ours["Split"]) == {"official"}
     for t in tables.build(rows):  # no table puts a Table 3 number under the ALL-class F1
         if "F1 (ALL)" in t.frame:
             assert not set(t.frame["F1 (ALL)"].astype(str)) & set(weighted), t.title
@@ -183,7 +184,8 @@ def test_deviations_name_the_pretrained_tags_actually_used(rows):
     text = next(i for i in deviations(rows) if i.startswith("Pretrained weights"))
     tag = pretrained_tag("efficientnet_b1")
     assert f"efficientnet_b1: timm tag {tag['tag']}, pretrained at {tag['input']} px" in text
-    assert "resnet50: random initialisation" in text and "trains at 64 px" in text
+    assert "resnet50: random initialisation (no weights file)" in text
+    assert "trains at 64 px" in text
     assert "timm.list_pretrained" in text
 
 
@@ -291,3 +293,10 @@ def test_compare_step_writes_every_table_section_and_figure(tmp_path):
     assert sorted(p.stem for p in (tmp_path / "figures").iterdir()) == sorted(captions.FIGURES)
     with pytest.raises(protocol.AuditMissingError, match="official"):
         step.main([*args, "--audits", str(audits[0])])
+
+
+def test_deviations_say_so_when_no_model_was_pretrained():
+    recs = [record("official", "resnet18", "frozen"), record("image", "resnet50", "full")]
+    rows = protocol.with_audits(compare.flat_rows(recs), AUDITS)
+    text = next(i for i in deviations(rows) if i.startswith("Pretrained weights"))
+    assert text.startswith("Pretrained weights: none; every model here trains at 64 px from")

@@ -275,6 +275,7 @@ def subject_level_table(rows: pd.DataFrame) -> pd.DataFrame:
             rec = {
                 "Model": r.model,
                 "Split": split_label(r),
+                "Protocol": r.protocol,
                 "Seed": _seed(r.seed),
                 "Subject score": AGGREGATION_TEXT[agg],
                 "Threshold": getattr(r, f"subj_{agg}_threshold"),

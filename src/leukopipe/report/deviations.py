@@ -59,10 +59,17 @@ def _pretrained(rows: pd.DataFrame) -> list[str]:
     uses = trained.groupby("backbone")["pretrained_weights"].agg(lambda s: s.notna().any())
     size = trained["image_size"].dropna()
     at = f" at {int(size.iloc[0])} px" if len(size) and size.nunique() == 1 else ""
+    if not uses.any():
+        return [
+            f"Pretrained weights: none; every model here trains{at} from random initialisation"
+            " (weights.pretrained is false), unlike both studies. With pretrained weights, each"
+            " backbone uses timm's default tag, whose resolution and normalisation this list"
+            " then names."
+        ]
     parts = []
     for backbone, pretrained in uses.items():
         if not pretrained:
-            parts.append(f"{backbone}: random initialisation (weights.pretrained is false)")
+            parts.append(f"{backbone}: random initialisation (no weights file)")
             continue
         tag = pretrained_tag(str(backbone))
         parts.append(

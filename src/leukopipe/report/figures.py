@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.evaluate import metrics, referral
+from leukopipe.report.captions import FIGURES
 from leukopipe.workflow.atomic import atomic_path
 
 DPI = 120
-# the files comparison_figures writes, one per caption in leukopipe.report.captions.FIGURES
-FIGURE_STEMS = ("roc", "confusion", "training_curves", "reliability", "risk_coverage")
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
@@ -235,7 +234,8 @@ def comparison_figures(
     best = dict(zip(rows["experiment"], rows["best_epoch"], strict=True))
     # a pooled row has one referral threshold per fold: no single operating point to mark
     thresholds = {r.experiment: r.referral_threshold for r in rows.itertuples() if not r.pooled}
-    paths = {stem: folder / f"{stem}.png" for stem in FIGURE_STEMS}
+    # one file per figure caption (leukopipe.report.captions.FIGURES names them)
+    paths = {stem: folder / f"{stem}.png" for stem in FIGURES}
     roc_figure(preds, paths["roc"])
     confusion_figure(preds, paths["confusion"])
     training_curves_figure(hist, paths["training_curves"], best)

@@ -44,8 +44,11 @@ def _fmt(value: Any) -> str:
 
 def _published_cells(entry: dict[str, Any], metrics: list[str], scale: float = 1.0) -> dict:
     """Each published value under the header of its own metric; the other columns empty."""
-    by_header = {MAIN_COLUMNS[_RECORD_KEY.get(k, k)]: v for k, v in entry.items()
-                 if _RECORD_KEY.get(k, k) in MAIN_COLUMNS}
+    by_header = {
+        MAIN_COLUMNS[_RECORD_KEY.get(k, k)]: v
+        for k, v in entry.items()
+        if _RECORD_KEY.get(k, k) in MAIN_COLUMNS
+    }
     by_header |= {"Recall (ALL)": entry["sensitivity"]} if "sensitivity" in entry else {}
     return {h: _fmt(None if by_header.get(h) is None else scale * by_header[h]) for h in metrics}
 
@@ -53,7 +56,9 @@ def _published_cells(entry: dict[str, Any], metrics: list[str], scale: float = 1
 def _ours(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """This project's summarised rows (seeds pooled) as display strings, with test counts."""
     if rows.empty:
-        return pd.DataFrame(columns=["Model", "Protocol", "Seeds", "Test images", *metrics])
+        return pd.DataFrame(
+            columns=["Model", "Split", "Protocol", "Seeds", "Test images", *metrics]
+        )
     summary = summary_table(rows)
     shown = display_table(summary, metrics)
     shown["Test images"] = [
@@ -118,7 +123,7 @@ def study_b_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "Model": model_label(r.backbone, r.strategy, r.partial_stages),
                 "Protocol": r.protocol,
                 "Seed": MISSING if pd.isna(r.seed) else str(int(r.seed)),
-                "Best epoch": r.best_epoch,
+                "Best epoch": MISSING if pd.isna(r.best_epoch) else str(int(r.best_epoch)),
                 "Train acc. %": pct(r.train_accuracy),
                 "Val acc. %": pct(r.val_accuracy),
                 "Gap (points)": pct(r.train_val_gap),
@@ -159,6 +164,7 @@ def honest_table(rows: pd.DataFrame) -> pd.DataFrame:
         {
             "Source": "this project",
             "Model": r["Model"],
+            "Split": r["Split"],
             "Protocol": r["Protocol"],
             "Test images": r["Test images"],
             **{h: r[h] for h in HONEST_METRICS},
@@ -170,12 +176,16 @@ def honest_table(rows: pd.DataFrame) -> pd.DataFrame:
         {
             "Source": "leakage-aware benchmark (published)",
             "Model": bench["model"],
+            "Split": MISSING,
             "Protocol": f"subject-disjoint: {bench['test_set']}",
             "Test images": MISSING,
             # printed as fractions: shown in percent like every other row
             **_published_cells(
-                {"auc": bench["auroc"], "sensitivity": bench["sensitivity"],
-                 "specificity": bench["specificity"]},
+                {
+                    "auc": bench["auroc"],
+                    "sensitivity": bench["sensitivity"],
+                    "specificity": bench["specificity"],
+                },
                 HONEST_METRICS,
                 scale=100.0,
             ),
@@ -186,6 +196,7 @@ def honest_table(rows: pd.DataFrame) -> pd.DataFrame:
         {
             "Source": "C-NMC 2019 challenge (published)",
             "Model": "winning entry",
+            "Split": MISSING,
             "Protocol": f"subject-disjoint: {winner['test_set']}",
             "Test images": MISSING,
             **_published_cells({"weighted_f1": winner["weighted_f1"]}, HONEST_METRICS),
@@ -200,6 +211,7 @@ def honest_table(rows: pd.DataFrame) -> pd.DataFrame:
             {
                 "Source": "Study A, Table 3 (quoted)",
                 "Model": f"{entry['name']}{note}",
+                "Split": MISSING,
                 "Protocol": f"subject-disjoint: {t3['test_set']}",
                 "Test images": MISSING,
                 **_published_cells(entry, HONEST_METRICS),
@@ -223,9 +235,7 @@ def leakage_table(rows: pd.DataFrame) -> pd.DataFrame:
             "Test subjects": tests["test_subjects"],
             "Test subjects also in training": tests["test_subjects_in_training"],
             "Test images from training subjects": tests["test_images_from_training_subjects"],
-            "Byte-identical copies of training images": tests[
-                "identical_test_images_in_training"
-            ],
+            "Byte-identical copies of training images": tests["identical_test_images_in_training"],
             f"Near-duplicates of training images (<= {distance} bits)": tests[
                 "near_duplicate_test_images"
             ],

@@ -101,8 +101,13 @@ def with_audits(rows: pd.DataFrame, audits: dict[str, dict[str, Any]]) -> pd.Dat
         out[col] = extra[col]
     out["split_kind"] = [split_kind(str(s)) for s in out["split"]]
     out["protocol"] = [
-        describe(r.split_kind, r.test_subjects_in_training, r.test_subjects,
-                 r.near_duplicate_test_images, r.near_duplicate_max_distance)
+        describe(
+            r.split_kind,
+            r.test_subjects_in_training,
+            r.test_subjects,
+            r.near_duplicate_test_images,
+            r.near_duplicate_max_distance,
+        )
         for r in out.itertuples()
     ]
     return out
