@@ -11,6 +11,7 @@ from pathlib import Path
 from leukopipe.data.raw_identity import CACHE_NAME, download_identity, merge_identity
 from leukopipe.train.weights import weights_path
 from leukopipe.workflow.code_fingerprint import code_fingerprint
+from leukopipe.workflow.config import used_splits
 from leukopipe.workflow.rules import (
     as_json,
     comparison_metrics,
@@ -215,6 +216,11 @@ def get_ensemble_json(wildcards):
 
 
 # ------------------------------------------------------------------------------ tables
+
+
+def get_split_audits():
+    """The leakage audit of every split in use: each table row states its protocol from it."""
+    return [f"{RESULTS}/splits/{split}/audit.json" for split in used_splits(config)]
 
 
 def get_tables_dir(wildcards, output):

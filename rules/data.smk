@@ -88,6 +88,7 @@ rule split:
         test_fraction=config["split"]["test_fraction"],
         val_fraction=config["split"]["val_fraction"],
         seed=config["split"]["seed"],
+        near_duplicates=config["split"]["near_duplicate_max_distance"],
         out_dir=get_split_dir,
         code=get_code("split"),
     shell:
@@ -97,5 +98,6 @@ rule split:
         " --test-fraction {params.test_fraction}"
         " --val-fraction {params.val_fraction}"
         " --seed {params.seed}"
+        " --near-duplicate-max-distance {params.near_duplicates}"
         " --out-dir {params.out_dir}"
         " 2> {log}"

@@ -10,6 +10,7 @@ rule compare:
         histories=expand(
             f"{RESULTS}/eval/{{exp}}/history.parquet", exp=sorted(EXPERIMENTS)
         ),
+        audits=get_split_audits(),
     output:
         md=report(
             f"{RESULTS}/tables/comparison.md",
@@ -57,6 +58,7 @@ rule compare:
     shell:
         "python scripts/compare.py"
         " --metrics {input.metrics}"
+        " --audits {input.audits}"
         " --threshold {params.threshold}"
         " --bootstrap {params.bootstrap}"
         " --tables-dir {params.tables}"

@@ -4,7 +4,8 @@
 Modes: image (stratified by class at image level, the Ahmed study), patient (subject-disjoint,
 class-stratified), official (training folds vs the labelled preliminary test), cv<k>-f<i>
 (fold i of a subject-disjoint, class-stratified k-fold cross-validation: test = fold i).
-Validation is carved from the training part and never from test.
+Validation is carved from the training part and never from test. The audit counts subjects,
+byte-identical images and near-duplicate images (perceptual hash) shared between splits.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, required=True, help="seed of the random assignment")
     p.add_argument(
+        "--near-duplicate-max-distance",
+        type=int,
+        required=True,
+        help="images in two splits whose perceptual hashes differ in at most this many bits"
+        " (of 256) are reported as near-duplicates in audit.json",
+    )
+    p.add_argument(
         "--out-dir",
         required=True,
         type=Path,
@@ -58,11 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     index = pd.read_parquet(args.index)
     splits = make_splits(index, args.mode, args.test_fraction, args.val_fraction, args.seed)
-    report = audit(splits, args.mode)
+    report = audit(splits, args.mode, args.near_duplicate_max_distance)
     report["parameters"] = {
         "test_fraction": args.test_fraction,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
+        "near_duplicate_max_distance": args.near_duplicate_max_distance,
     }
     if cv := parse_split_id(args.mode):
         folds = assign_folds(index, cv[0], args.seed)
@@ -83,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "%-5s %5d images %s, %d subjects", name, s["n_images"], s["per_class"], s["n_subjects"]
         )
     log.info("subjects shared: %s", report["n_shared_subjects"])
+    log.info(
+        "near-duplicate images (<= %d bits): %s",
+        args.near_duplicate_max_distance,
+        report["near_duplicates"]["images"],
+    )
     return 0
 
 

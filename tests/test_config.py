@@ -78,6 +78,7 @@ def _set(cfg: dict, dotted: str, value) -> dict:
     [
         ("split.test_fraction", 1.5, "strictly between 0 and 1"),
         ("split.val_fraction", 0, "strictly between 0 and 1"),
+        ("split.near_duplicate_max_distance", 300, "a number from 0 to 256"),
         ("augment.target_per_class", -5, ">= 1"),
         ("train.lr", "fast", "type number"),
         ("train.batch_size", 3.5, "type integer"),

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from report_fixtures import split_audit
 
 from leukopipe.evaluate import metrics
 from leukopipe.evaluate.ensemble import soft_vote
 from leukopipe.evaluate.eval_record import build_record, pooled_record
-from leukopipe.report import compare
+from leukopipe.report import compare, protocol
 
 
 def manifest(prefix: str, n_subjects: int = 6, cells: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -91,6 +92,12 @@ def test_compare_pools_cv_folds_into_mean_std_and_out_of_fold_rows(tmp_path):
     paths.append(write_eval(tmp_path, "image.resnet18.frozen.s0", "image", manifest("i"), 7))
     rows, pooled = compare.with_pooled(compare.load_records(paths), n_boot=50)
     assert list(pooled) == ["cv3.resnet18.frozen.s0.pooled"]
+    audits = {
+        f"cv3-f{f}": split_audit(f"cv3-f{f}", list(manifest(f"f{f}_")["subject"].unique()))
+        for f in range(3)
+    }
+    audits["image"] = split_audit("image", list(manifest("i")["subject"].unique()), shared=4)
+    rows = protocol.with_audits(rows, audits)
     oof = rows[rows["pooled"]].iloc[0]
     cat = pd.concat(pd.read_parquet(p.parent / "predictions.parquet") for p in paths[:3])
     assert oof["n_test"] == len(cat) == 90
@@ -103,12 +110,24 @@ def test_compare_pools_cv_folds_into_mean_std_and_out_of_fold_rows(tmp_path):
         f"{folds.mean():.2f} ± {folds.std(ddof=1):.2f}"
     )
     assert shown.loc["cv3 folds (mean ± std)", "n test"] == 90
+    # each protocol in words, with the audits' counts (folds: their test subjects summed)
+    assert shown.loc["image", "Protocol"] == (
+        "image-level (leaky: 4 of 6 test subjects also in training)"
+    )
+    for label in ("cv3 folds (mean ± std)", "cv3 pooled out-of-fold"):
+        assert shown.loc[label, "Protocol"] == (
+            "subject-disjoint (cross-validation folds: 18 test subjects, none in training)"
+        )
     assert shown.loc["cv3 pooled out-of-fold", "Accuracy"].startswith(
         f"{100 * oof['accuracy']:.2f} ["
     )
     subj = compare.subject_level_table(rows)
     assert set(subj["Split"]) == {"cv3 pooled out-of-fold", "image"}
     assert "18 (9/9)" in set(subj["Subjects (ALL/Hem)"])
+    assert set(subj["Protocol"]) == {
+        "image-level (leaky: 4 of 6 test subjects also in training)",
+        "subject-disjoint (cross-validation folds: 18 test subjects, none in training)",
+    }
     # an incomplete set of folds is not pooled (it would not cover every subject)
     rows2, pooled2 = compare.with_pooled(compare.load_records(paths[1:]), n_boot=50)
     assert pooled2 == {} and not rows2["pooled"].any()

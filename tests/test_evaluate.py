@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from report_fixtures import split_audit
 from train_fixtures import write_data, write_split
 
 from leukopipe.evaluate.inference import load_classifier, predict_store
 from leukopipe.evaluate.predict import predict_paths
 from leukopipe.evaluate.scoring import evaluate, train_val_gap
-from leukopipe.report import compare
+from leukopipe.report import compare, literature, protocol, tables
 from leukopipe.report.html import build_html
 from leukopipe.train.loop import TrainConfig, train
 from leukopipe.workflow.schema import defaults
@@ -163,21 +164,32 @@ def test_tables_pool_seeds_and_show_intervals_for_one_seed():
             _record("official.resnet18.frozen.s0", 0, 0.70, "official", "frozen"),
         ]
     )
+    subjects = [f"{'' if i % 2 else 'H'}{i}" for i in range(9)]
+    rows = protocol.with_audits(
+        rows,
+        {
+            "image": split_audit("image", subjects, shared=7),
+            "official": split_audit("official", subjects),
+        },
+    )
     summary = compare.summary_table(rows)
     shown = compare.display_table(summary, ["Accuracy"])
     full = shown[shown.Model == "resnet18 (full)"].iloc[0]
     assert full["Seeds"] == 2 and full["Accuracy"] == "92.00 ± 2.83"
+    assert full["Protocol"] == "image-level (leaky: 7 of 9 test subjects also in training)"
     frozen = shown[shown.Model == "resnet18 (frozen)"].iloc[0]
     assert frozen["Accuracy"] == "70.00 [65.0, 75.0]"
-    cap = compare.caption(rows)
+    assert frozen["Protocol"] == (
+        "subject-disjoint (preliminary test set: 9 test subjects, none in training)"
+    )
+    built = tables.build(rows)
+    cap = built[0].caption
     assert "100 images (60 ALL, 40 Hem) from 9 subjects" in cap and "official" in cap
-    lit = compare.literature_table(rows)
-    assert (lit["Source"] == "Study A, Table 2").sum() == 5
-    assert 94.30 in set(lit["F1 (ALL) %"])
-    b = compare.study_b_table(rows)
-    assert len(b) == 1 and b.iloc[0]["Study B val acc. %"] == 65.77
+    b = literature.study_b_table(rows)
+    assert len(b) == 1 and b.iloc[0]["Study B acc. % (published)"] == 65.77
     assert b.iloc[0]["Gap (points)"] == pytest.approx(15.0)
-    tex = compare.latex(shown, "T", cap)
+    assert b.iloc[0]["Majority-class acc. %"] == pytest.approx(60.0)
+    tex = tables.latex(built)
     assert "\\begin{table}" in tex and "$\\pm$" in tex
     html = build_html(rows, [])
     assert "Table 1" in html and "abc123" in html

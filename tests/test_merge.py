@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from leukopipe.data.merge import build_index
-from leukopipe.data.raw_layout import RawDataError, locate
+from leukopipe.data.raw_layout import RawDataError, locate, unnest
 from leukopipe.data.synthetic import SyntheticSpec, generate
 
 SIZE = 48
@@ -49,29 +50,83 @@ def layout_a(tmp_path_factory) -> Path:
     return root
 
 
+# Every packaging the generator can produce, crossed (not one option at a time): layout A/B x
+# extra nesting x labels CSV one level up (layout A only; with nesting this is the mirrors'
+# C-NMC_test_prelim_phase_data/{C-NMC_test_prelim_phase_data/, labels CSV}) x spaces in the
+# path x lowercase-h Hem subjects present or not.
+PACKAGINGS = [
+    (layout, nested, csv_up, spaces, h_fraction)
+    for layout, nested, csv_up, spaces, h_fraction in itertools.product(
+        "AB", (False, True), (False, True), (False, True), (0.0, 0.5)
+    )
+    if not (layout == "B" and csv_up)
+]
+
+
+@pytest.fixture(scope="module")
+def reference_index(tmp_path_factory):
+    """The plain layout-A index per lowercase-h share: what every packaging must reproduce."""
+    out = {}
+    for h_fraction in (0.0, 0.5):
+        root = tmp_path_factory.mktemp("reference") / "cnmc"
+        generate(root, spec(lowercase_h_fraction=h_fraction))
+        out[h_fraction] = build_index(locate(root), SIZE)[0]
+    return out
+
+
 @pytest.mark.parametrize(
-    ("kw", "layout"),
-    [
-        ({"layout": "A"}, "A"),
-        ({"layout": "A", "nested": True}, "A"),
-        ({"layout": "A", "labels_csv_up": True}, "A"),
-        ({"layout": "B"}, "B"),
-        ({"layout": "B", "nested": True}, "B"),
-    ],
+    ("layout", "nested", "csv_up", "spaces", "h_fraction"),
+    PACKAGINGS,
+    ids=lambda v: str(v),
 )
-def test_every_layout_gives_the_same_index(tmp_path, layout_a, kw, layout):
-    root = tmp_path / "copy"
-    generate(root, spec(**kw))
+def test_every_packaging_gives_the_same_index(
+    tmp_path, reference_index, layout, nested, csv_up, spaces, h_fraction
+):
+    root = tmp_path / ("my C-NMC copy" if spaces else "copy") / ("raw data" if spaces else "raw")
+    generate(
+        root,
+        spec(layout=layout, nested=nested, labels_csv_up=csv_up, lowercase_h_fraction=h_fraction),
+    )
+    before = snapshot(root)
     found = locate(root)
     assert found.layout == layout
     assert sorted(found.folds) == ["fold_0", "fold_1", "fold_2"]
+    assert found.prelim_dir is not None and found.prelim_dir.name == "C-NMC_test_prelim_phase_data"
+    assert any(p.suffix == ".bmp" for p in found.prelim_dir.iterdir()), found.prelim_dir
     assert found.prelim_labels is not None and found.final_dir is not None
     index, summary = build_index(found, SIZE)
-    reference, _ = build_index(locate(layout_a), SIZE)
+    assert snapshot(root) == before, "locating and indexing must not touch the raw data"
     # same spec except packaging: identical images, subjects and labels
     cols = ["image_id", "subject", "label", "subset", "sha256"]
-    assert index[cols].equals(reference[cols])
+    assert index[cols].equals(reference_index[h_fraction][cols])
     assert summary["final_unlabelled"] == 4
+    hem_ids = index.loc[index.label == 0, "image_id"]
+    assert hem_ids.str.match(r"UID_h\d").any() == (h_fraction > 0)
+    assert index.loc[index.label == 0, "subject"].str.startswith("H").all()
+
+
+def test_nested_prelim_with_labels_outside_is_found(tmp_path):
+    """The mirrors' packaging: the CSV beside the inner folder of the same name."""
+    root = tmp_path / "raw"
+    generate(root, spec(nested=True, labels_csv_up=True))
+    outer = root / "C-NMC_test_prelim_phase_data"
+    assert {p.name for p in outer.iterdir()} == {
+        "C-NMC_test_prelim_phase_data",
+        "C-NMC_test_prelim_phase_data_labels.csv",
+    }
+    found = locate(root)
+    assert found.prelim_dir == outer / "C-NMC_test_prelim_phase_data"
+    assert found.prelim_labels == outer / "C-NMC_test_prelim_phase_data_labels.csv"
+
+
+def test_a_folder_with_images_beside_a_same_named_folder_is_not_a_wrapper(tmp_path):
+    folder = tmp_path / "C-NMC_test_prelim_phase_data"
+    (folder / folder.name).mkdir(parents=True)
+    (folder / "1.bmp").write_bytes(b"")
+    assert unnest(folder) == folder
+    (folder / "1.bmp").unlink()
+    (folder / "notes.txt").write_text("x")
+    assert unnest(folder) == folder / folder.name
 
 
 def test_index_content(layout_a):

@@ -193,15 +193,28 @@ def test_published_other_entries() -> None:
     assert [(r["model"], r["strategy"], r["val_accuracy"]) for r in b["rows"]] == [
         ("resnet18", "frozen", 65.77),
         ("resnet18", "partial", 76.22),
-        ("resnet50", None, 78.41),
+        ("resnet50", "partial", 78.41),
     ]
+    assert b["split"] == "official"
+    v = b["validation_set"]
+    assert (v["n"], v["n_all"], v["n_hem"]) == (1867, 1219, 648) and v["n_all"] + v["n_hem"] == v["n"]
     assert (b["peak_epoch"], b["train_val_gap"]) == (7, 11.39)
     bench = pub["leakage_aware_benchmark"]
     assert (bench["auroc"], bench["sensitivity"], bench["specificity"]) == (0.913, 0.87, 0.80)
     assert pub["challenge_winner"]["weighted_f1"] == 91.04
     t3 = pub["study_a"]["table3"]["rows"]
-    assert len(t3) == 13 and all({"name", "f1", "note"} <= set(r) for r in t3)
-    assert sorted((r["f1"] for r in t3), reverse=True)[0] == 94.30
+    # every entry carries exactly one number, under the metric it is
+    assert len(t3) == 13 and all({"name", "note"} <= set(r) for r in t3)
+    assert all(len({"f1", "weighted_f1"} & set(r)) == 1 for r in t3)
+    assert [r["f1"] for r in t3 if "f1" in r] == [94.30]  # Study A's own, ALL-class F1
+    assert max(r["weighted_f1"] for r in t3 if "weighted_f1" in r) == 92.60
+    a = pub["study_a"]
+    assert a["table2"]["strategy"] == "full" and a["table2"]["test_set"]["split"] == "image"
+    assert (a["labelled"]["n_all"], a["labelled"]["n_hem"]) == (8491, 4037)
+    assert a["labelled"]["n_all"] + a["labelled"]["n_hem"] == a["labelled"]["n"] == 12528
+    assert (a["train_set"]["n_all"], a["train_set"]["n_hem"]) == (7644, 3631)
+    for key in ("study_a", "study_b", "dataset"):
+        assert pub[key]["citation"].strip() and pub[key]["url"].startswith("https://"), key
 
 
 # ----------------------------------------------------------------------------- AUC / ROC

@@ -9,6 +9,11 @@ import pytest
 from leukopipe.data.split import audit, make_splits
 
 
+def random_phash(rng: np.random.Generator) -> str:
+    """A 256-bit hash far from any other (random hashes differ in ~128 bits)."""
+    return "".join(f"{int(w):016x}" for w in rng.integers(0, 2**63, size=4, dtype=np.int64))
+
+
 def fake_index(seed: int = 0) -> pd.DataFrame:
     """An index like C-NMC's: single-class subjects of uneven size, folds plus a prelim set."""
     rng = np.random.default_rng(seed)
@@ -29,6 +34,7 @@ def fake_index(seed: int = 0) -> pd.DataFrame:
                     "width": 450,
                     "height": 450,
                     "sha256": f"{subject}-{k}",
+                    "phash": random_phash(rng),
                 }
             )
     return pd.DataFrame(rows)
@@ -72,7 +78,7 @@ def test_study_counts_reproduce_the_papers_test_size():
 def test_subject_level_modes_share_no_subject(mode):
     index = fake_index()
     splits = make_splits(index, mode, 0.2, 0.15, seed=3)
-    report = audit(splits, mode)
+    report = audit(splits, mode, 8)
     assert report["subject_disjoint"]
     assert all(v == 0 for v in report["n_shared_subjects"].values())
     for part in splits.values():
@@ -98,7 +104,7 @@ def test_official_mode_tests_on_the_preliminary_set():
 def test_image_mode_leaks_subjects_and_audit_says_so():
     index = fake_index()
     splits = make_splits(index, "image", 0.1, 0.1, seed=0)
-    report = audit(splits, "image")
+    report = audit(splits, "image", 8)
     assert report["n_shared_subjects"]["train|test"] > 0
     assert report["test_images_from_training_subjects"] == len(splits["test"])
     assert not report["subject_disjoint"]
@@ -127,7 +133,7 @@ def test_cv_folds_test_every_image_once_subject_disjoint_and_stratified():
     seen = []
     for fold in range(k):
         s = make_splits(index, f"cv{k}-f{fold}", 0.1, 0.15, seed=5)
-        rep = audit(s, f"cv{k}-f{fold}")
+        rep = audit(s, f"cv{k}-f{fold}", 8)
         assert rep["subject_disjoint"], rep["shared_subjects"]
         assert sum(len(p) for p in s.values()) == len(index)
         # every fold tests both classes, each with close to 1/k of that class's images
@@ -158,3 +164,39 @@ def test_cv_needs_k_subjects_per_class_and_valid_ids():
     for bad in ("cv3-f3", "cv1-f0", "cv3", "fold0"):
         with pytest.raises(ValueError):
             make_splits(index, bad, 0.1, 0.1, seed=0)
+
+
+def _flip_bits(phash: str, n: int) -> str:
+    value = int(phash, 16) ^ ((1 << n) - 1)  # the n lowest bits flipped
+    return f"{value:064x}"
+
+
+def test_audit_counts_near_duplicates_across_splits_within_the_distance():
+    index = fake_index()
+    splits = make_splits(index, "patient", 0.2, 0.15, seed=3)
+    train, test = splits["train"], splits["test"]
+    # two test images become near-copies of training images (3 and 8 bits away), one of them
+    # also of a validation image; a third is 9 bits away: beyond the threshold
+    test.loc[0, "phash"] = _flip_bits(train.loc[0, "phash"], 3)
+    test.loc[1, "phash"] = _flip_bits(train.loc[5, "phash"], 8)
+    test.loc[2, "phash"] = _flip_bits(train.loc[7, "phash"], 9)
+    splits["val"].loc[4, "phash"] = _flip_bits(test.loc[0, "phash"], 1)
+    report = audit(splits, "patient", 8)
+    near = report["near_duplicates"]
+    assert near["max_distance"] == 8 and "256 bits" in near["hash"]
+    assert near["n_pairs"] == {"train|val": 1, "train|test": 2, "val|test": 1}
+    assert near["images"]["train|test"] == 2 == report["test_images_near_duplicate_of_training"]
+    closest = near["pairs"]["train|test"][0]
+    assert closest == {
+        "train": train.loc[0, "image_id"],
+        "train_subject": train.loc[0, "subject"],
+        "test": test.loc[0, "image_id"],
+        "test_subject": test.loc[0, "subject"],
+        "distance": 3,
+    }
+    assert [p["distance"] for p in near["pairs"]["train|test"]] == [3, 8]
+    # the threshold is what decides: 9 bits catches the third pair, 2 bits none of them
+    assert audit(splits, "patient", 9)["near_duplicates"]["images"]["train|test"] == 3
+    assert audit(splits, "patient", 2)["near_duplicates"]["images"]["train|test"] == 0
+    with pytest.raises(ValueError, match=r"outside 0\.\.256"):
+        audit(splits, "patient", 257)

@@ -1,4 +1,5 @@
-"""Merge step: one index of every labelled C-NMC image, checked and content-hashed.
+"""Merge step: one index of every labelled C-NMC image, checked, content-hashed (sha256) and
+perceptually hashed (near-duplicates, compared across splits by the split audit).
 
 Training folds and the labelled preliminary test are indexed; the unlabelled final-phase
 images are only counted. Every image is decoded once to prove it is readable, RGB and of the
@@ -14,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from PIL import Image
 
 from leukopipe.data.cnmc_names import CLASS_NAMES, parse_name
+from leukopipe.data.near_duplicates import perceptual_hash
 from leukopipe.data.raw_layout import RawDataError, RawLayout
 from leukopipe.workflow.workers import run_pool
 
@@ -34,6 +36,7 @@ INDEX_COLUMNS = [
     "width",
     "height",
     "sha256",
+    "phash",
 ]
 CSV_HEADER = ["Patient_ID", "new_names", "labels"]
 MAX_LISTED = 20
@@ -146,26 +149,41 @@ def relative_paths(paths: pd.Series, root: str | os.PathLike[str]) -> pd.Series:
     return paths.map(lambda p: Path(p).relative_to(base).as_posix())
 
 
-def inspect_image(path: Path) -> tuple[str, int, int, str, str | None]:
-    """Hash and fully decode one image: (sha256, width, height, mode, problem or None)."""
+class Inspection(NamedTuple):
+    """What decoding one image found: content hashes, size, mode, or the problem."""
+
+    sha256: str
+    phash: str
+    width: int
+    height: int
+    mode: str
+    problem: str | None
+
+
+def inspect_image(path: Path) -> Inspection:
+    """Hash and fully decode one image; its perceptual hash comes from the decoded pixels."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return "", 0, 0, "", f"{path}: cannot be read ({exc.strerror}); check permissions"
+        return Inspection(
+            "", "", 0, 0, "", f"{path}: cannot be read ({exc.strerror}); check permissions"
+        )
     digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(path) as im:
             im.load()  # decodes every pixel: a truncated file fails here, not in training
-            return digest, im.width, im.height, im.mode, None
+            return Inspection(digest, perceptual_hash(im), im.width, im.height, im.mode, None)
     except Exception as exc:  # PIL raises many types for broken files
-        return digest, 0, 0, "", f"{path}: unreadable or truncated image ({exc}); re-extract it"
+        return Inspection(
+            digest, "", 0, 0, "", f"{path}: unreadable or truncated image ({exc}); re-extract it"
+        )
 
 
-def _inspect_chunk(paths: list[Path]) -> list[tuple[str, int, int, str, str | None]]:
+def _inspect_chunk(paths: list[Path]) -> list[Inspection]:
     return [inspect_image(p) for p in paths]
 
 
-def inspect_all(paths: list[Path], workers: int) -> list[tuple[str, int, int, str, str | None]]:
+def inspect_all(paths: list[Path], workers: int) -> list[Inspection]:
     """inspect_image over many files, in ``workers`` processes, in input order.
 
     A worker that dies (out of memory, killed) raises WorkerDiedError instead of hanging.
@@ -173,9 +191,9 @@ def inspect_all(paths: list[Path], workers: int) -> list[tuple[str, int, int, st
     if workers <= 1 or len(paths) < 16:
         return _inspect_chunk(paths)
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    results: list[list[tuple[str, int, int, str, str | None]]] = [[] for _ in chunks]
+    results: list[list[Inspection]] = [[] for _ in chunks]
 
-    def keep(i: int, result: list[tuple[str, int, int, str, str | None]]) -> None:
+    def keep(i: int, result: list[Inspection]) -> None:
         results[i] = result
 
     run_pool(
@@ -204,7 +222,7 @@ def build_index(
     entries = train + prelim
     results = inspect_all([e.path for e in entries], workers)
     rows = []
-    for e, (digest, w, h, mode, problem) in zip(entries, results, strict=True):
+    for e, (digest, phash, w, h, mode, problem) in zip(entries, results, strict=True):
         if problem:
             problems.append(problem)
             continue
@@ -229,6 +247,7 @@ def build_index(
                 "width": w,
                 "height": h,
                 "sha256": digest,
+                "phash": phash,
             }
         )
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)

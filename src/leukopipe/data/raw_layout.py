@@ -3,7 +3,9 @@
 Layout A is the archive package (``C-NMC_training_data/``, ``C-NMC_test_prelim_phase_data/``,
 ``C-NMC_test_final_phase_data/``); layout B is the widely used mirror (``C-NMC_Leukemia/``
 with ``training_data/``, ``validation_data/``, ``testing_data/``). Some copies add one level
-of nesting: a folder that holds a single folder of the same name. Both are recognised.
+of nesting: a folder that holds a folder of the same name, alone or beside loose files such as
+the preliminary test's labels CSV (``C-NMC_test_prelim_phase_data/C-NMC_test_prelim_phase_data/``
+with the CSV in the outer folder, as mirrors ship it). All are recognised.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from leukopipe.errors import UserError
 LABELS_CSV = "C-NMC_test_prelim_phase_data_labels.csv"
 PRELIM = "C-NMC_test_prelim_phase_data"
 FINAL = "C-NMC_test_final_phase_data"
+# a folder holding any of these beside a same-named folder is a data folder, not a wrapper
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 class RawDataError(UserError, ValueError):
@@ -46,14 +50,24 @@ class RawLayout:
 
 
 def unnest(path: Path) -> Path:
-    """Descend through folders that hold only a folder of the same name."""
+    """Descend through folders that hold a folder of the same name and no other folder or image.
+
+    Loose non-image files beside the inner folder (a labels CSV, a README) do not stop the
+    descent; ``_find_csv`` looks for the CSV in the outer folders too.
+    """
     while path.is_dir():
         children = [c for c in path.iterdir() if not c.name.startswith(".")]
-        if len(children) == 1 and children[0].is_dir() and children[0].name == path.name:
-            path = children[0]
+        inner = path / path.name
+        others = [c for c in children if c != inner]
+        if inner.is_dir() and not any(c.is_dir() or _is_image(c) for c in others):
+            path = inner
         else:
             break
     return path
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def _child(base: Path, name: str) -> Path | None:
@@ -75,6 +89,14 @@ def _find_csv(*folders: Path | None) -> Path | None:
         if found:
             return found[0]
     return None
+
+
+def _up_to(folder: Path | None, top: Path) -> list[Path]:
+    """``folder`` and its parents up to ``top`` (where a nested folder's CSV may sit)."""
+    if folder is None:
+        return [top]
+    chain = [folder, *folder.parents]
+    return chain[: chain.index(top) + 1] if top in chain else [folder, top]
 
 
 def _folds(training: Path) -> dict[str, Path]:
@@ -124,7 +146,7 @@ def locate(raw_dir: str | Path) -> RawLayout:
     training_a = _child(base, "C-NMC_training_data")
     if training_a is not None:
         prelim = _child(base, PRELIM)
-        csv = _find_csv(prelim, prelim.parent if prelim else None, base)
+        csv = _find_csv(*_up_to(prelim, base))
         return RawLayout(base, "A", _folds(training_a), prelim, csv, _child(base, FINAL))
 
     leuk = base if base.name == "C-NMC_Leukemia" else _child(base, "C-NMC_Leukemia")
@@ -138,7 +160,7 @@ def locate(raw_dir: str | Path) -> RawLayout:
             )
         validation = _child(leuk, "validation_data")
         prelim = _child(validation, PRELIM) if validation else None
-        csv = _find_csv(validation, prelim)
+        csv = _find_csv(*_up_to(prelim, validation)) if validation else None
         testing = _child(leuk, "testing_data")
         final = _child(testing, FINAL) if testing else None
         return RawLayout(leuk, "B", _folds(training_b), prelim, csv, final)

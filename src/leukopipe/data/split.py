@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.folds import assign_folds
+from leukopipe.data.near_duplicates import HASH_BITS, HASH_NAME, close_pairs
 from leukopipe.workflow.split_modes import mode_of, parse_split_id
 
 SPLITS = ("train", "val", "test")
+MAX_LISTED_PAIRS = 50  # near-duplicate pairs listed per pair of splits (all are counted)
 
 
 def check_mode(mode: str) -> str:
@@ -142,8 +144,12 @@ def make_splits(
     return out
 
 
-def audit(splits: dict[str, pd.DataFrame], mode: str) -> dict[str, Any]:
-    """Class counts and subjects per split, and everything shared between splits."""
+def audit(
+    splits: dict[str, pd.DataFrame], mode: str, near_duplicate_max_distance: int
+) -> dict[str, Any]:
+    """Class counts and subjects per split, and everything shared between splits: subjects,
+    byte-identical images and near-duplicate images (perceptual hashes within
+    ``near_duplicate_max_distance`` bits)."""
     report: dict[str, Any] = {"mode": mode, "splits": {}, "shared_subjects": {}}
     for name, part in splits.items():
         report["splits"][name] = {
@@ -166,9 +172,54 @@ def audit(splits: dict[str, pd.DataFrame], mode: str) -> dict[str, Any]:
         splits["test"]["subject"].isin(set(splits["train"]["subject"])).sum()
     )
     report["identical_images_shared"] = shared_content
+    report["near_duplicates"] = near_duplicate_audit(splits, near_duplicate_max_distance)
+    report["test_images_near_duplicate_of_training"] = report["near_duplicates"]["images"][
+        "train|test"
+    ]
     report["subject_disjoint"] = all(v == 0 for v in report["n_shared_subjects"].values())
     if mode_of(mode).subject_disjoint and not report["subject_disjoint"]:
         raise AssertionError(
             f"split mode {mode} produced shared subjects: {report['shared_subjects']}"
         )
     return report
+
+
+def near_duplicate_audit(splits: dict[str, pd.DataFrame], max_distance: int) -> dict[str, Any]:
+    """Pairs of images in two different splits whose perceptual hashes differ in at most
+    ``max_distance`` bits (byte-identical copies included, at distance 0).
+
+    ``images[a|b]`` counts the images of split b with a near-duplicate in split a (for
+    ``train|test``: test images the model has in effect seen); ``pairs`` lists the closest
+    pairs, at most ``MAX_LISTED_PAIRS`` per pair of splits.
+    """
+    if not 0 <= max_distance <= HASH_BITS:
+        raise ValueError(
+            f"near-duplicate distance {max_distance} is outside 0..{HASH_BITS} (bits of the hash)"
+        )
+    out: dict[str, Any] = {
+        "hash": HASH_NAME,
+        "max_distance": max_distance,
+        "n_pairs": {},
+        "images": {},
+        "pairs": {},
+    }
+    for a, b in combinations(splits, 2):
+        key = f"{a}|{b}"
+        first, second = splits[a], splits[b]
+        found = sorted(
+            close_pairs(first["phash"].tolist(), second["phash"].tolist(), max_distance),
+            key=lambda t: (t[2], t[0], t[1]),
+        )
+        out["n_pairs"][key] = len(found)
+        out["images"][key] = len({j for _, j, _ in found})
+        out["pairs"][key] = [
+            {
+                a: str(first["image_id"].iat[i]),
+                f"{a}_subject": str(first["subject"].iat[i]),
+                b: str(second["image_id"].iat[j]),
+                f"{b}_subject": str(second["subject"].iat[j]),
+                "distance": d,
+            }
+            for i, j, d in found[:MAX_LISTED_PAIRS]
+        ]
+    return out

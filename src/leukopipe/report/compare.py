@@ -1,8 +1,9 @@
-"""Comparison tables from stored evaluation results (never trains anything).
+"""Result rows and their summaries from stored evaluation results (never trains anything).
 
 Reads ``eval/<experiment>/metrics.json`` files (and the predictions beside them), so reviewers
-can regenerate every table from a copied ``results/<run>/eval/`` tree. Published values come
-from the package data file ``leukopipe/report/published.yaml``, never from code.
+can regenerate every table from a copied ``results/<run>/eval/`` tree (plus the split audits
+that say each test set's protocol). The published tables are ``leukopipe.report.literature``,
+the assembled report tables ``leukopipe.report.tables``.
 
 Rows are single models, their test-time-augmented variants (``+tta``), soft-voting ensembles,
 and cross-validation folds (split ``cv<k>-f<i>``). Folds are summarised twice: mean ± std over
@@ -22,8 +23,8 @@ import pandas as pd
 
 from leukopipe.evaluate import eval_record as records_mod
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
-from leukopipe.report.published import load_published
-from leukopipe.workflow.split_modes import SPLIT_MODES, describe_split, family, parse_split_id
+from leukopipe.report.protocol import group_protocol
+from leukopipe.workflow.split_modes import family, parse_split_id
 
 # column -> (metrics.json key, header); percentages as in Study A's Table 2
 MAIN_COLUMNS = {
@@ -48,8 +49,6 @@ SHOWN = [
     "Macro-F1",
     "Weighted F1",
 ]
-# captions of the plain (not k-fold) modes, from the split-mode registry
-SPLIT_TEXT = {m.name: m.describe() for m in SPLIT_MODES.values() if not m.k_fold}
 POOLED = "pooled out-of-fold"
 
 
@@ -93,6 +92,8 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "n_test_hem": rec["metrics"]["n_hem"],
             "n_test_subjects": rec["n_test_subjects"],
             "best_epoch": tr.get("best_epoch"),
+            "image_size": tr.get("image_size"),
+            "pretrained_weights": (tr.get("train_config") or {}).get("pretrained_weights"),
             "epochs_run": tr.get("epochs_run"),
             "train_accuracy": tr.get("train_accuracy"),
             "val_accuracy": tr.get("val_accuracy"),
@@ -212,13 +213,15 @@ def with_pooled(
     return pd.concat([rows, prows], ignore_index=True), preds
 
 
-def _pct(x: Any) -> float | None:
+def pct(x: Any) -> float | None:
+    """``x`` in percent; None for a missing value."""
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else 100.0 * float(x)
 
 
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Study A Table 2's shape: one row per configuration and test protocol; seeds (and
-    cross-validation folds) pooled as mean and std, a single run with its bootstrap CI."""
+    cross-validation folds) pooled as mean and std, a single run with its bootstrap CI.
+    ``rows`` carry the split audits' columns (``leukopipe.report.protocol.with_audits``)."""
     rows = rows.assign(split_label=[split_label(r) for r in rows.itertuples()])
     # per test protocol: models alphabetically, each cross-validated one's folds then pooled row
     order = {k: i for i, k in enumerate(dict.fromkeys(rows["family"].fillna(rows["split"])))}
@@ -231,8 +234,11 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
         rec: dict[str, Any] = {
             "Model": model,
             "Split": slabel,
+            "Protocol": group_protocol(g),
             "Seeds": int(g["seed"].nunique()) if g["seed"].notna().any() else len(g),
             "n test": int(per_fold["n_test"].sum()),
+            "n ALL": int(per_fold["n_test_all"].sum()),
+            "n Hem": int(per_fold["n_test_hem"].sum()),
             "Subjects": int(per_fold["n_test_subjects"].sum()),
         }
         for key, header in MAIN_COLUMNS.items():
@@ -269,6 +275,7 @@ def subject_level_table(rows: pd.DataFrame) -> pd.DataFrame:
             rec = {
                 "Model": r.model,
                 "Split": split_label(r),
+                "Protocol": r.protocol,
                 "Seed": _seed(r.seed),
                 "Subject score": AGGREGATION_TEXT[agg],
                 "Threshold": getattr(r, f"subj_{agg}_threshold"),
@@ -298,134 +305,10 @@ def _cell(value: float, std: float, ci: Any) -> str:
 
 def display_table(summary: pd.DataFrame, headers: Iterable[str]) -> pd.DataFrame:
     """Strings for Markdown/LaTeX: value ± std over seeds, or value [95 % CI] for one seed."""
-    shown = summary[["Model", "Split", "Seeds", "n test", "Subjects"]].copy()
+    shown = summary[["Model", "Split", "Protocol", "Seeds", "n test", "Subjects"]].copy()
     for h in headers:
         shown[h] = [
             _cell(v, s, c)
             for v, s, c in zip(summary[h], summary[f"{h} std"], summary[f"{h} CI"], strict=True)
         ]
     return shown
-
-
-def caption(rows: pd.DataFrame) -> str:
-    """What was run, on which split and data, how many test images and subjects."""
-    parts = []
-    single = rows[rows["fold"].isna()] if "fold" in rows else rows
-    for split, g in single.groupby("split", sort=True):
-        n = int(g["n_test"].iloc[0])
-        cv = split.startswith("cv") and "pooled" in rows and g["pooled"].any()
-        text = describe_split(split) if cv else SPLIT_TEXT.get(split, split)
-        parts.append(
-            f"{split}: {text}; test set {n} images"
-            f" ({int(g['n_test_all'].iloc[0])} ALL, {int(g['n_test_hem'].iloc[0])} Hem)"
-            f" from {int(g['n_test_subjects'].iloc[0])} subjects"
-        )
-    datasets = ", ".join(sorted({str(d) for d in rows["dataset"].dropna()})) or "unknown"
-    unit = rows["ci_unit"].dropna()
-    ci = f"95 % bootstrap intervals resampling {unit.iloc[0]}s" if len(unit) else "no intervals"
-    return (
-        f"Test-set results in percent (dataset: {datasets}). " + "; ".join(parts) + ". "
-        "Precision, recall and F1 are ALL-class values as in Study A; macro- and weighted F1"
-        f" average both classes. Single run: value [{ci}]; several seeds or folds: mean ± std."
-        " TTA x8: mean probability over the 8 flips x 90-degree rotations; ensembles: soft"
-        " vote (mean probability) of their members, from stored predictions."
-    )
-
-
-def literature_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Our F1 beside Study A's Table 2 rows and the literature values of its Table 3."""
-    pub = load_published()["study_a"]
-    out = []
-    own = rows[rows["fold"].isna() | rows["pooled"]] if "fold" in rows else rows
-    for r in own.itertuples():
-        out.append(
-            {
-                "Source": "this run",
-                "Model": r.model if "model" in rows else r.backbone,
-                "Split": r.split,
-                "F1 (ALL) %": _pct(r.f1),
-                "Weighted F1 %": _pct(r.weighted_f1),
-                "Note": (
-                    f"{'pooled folds, ' if getattr(r, 'pooled', False) else ''}"
-                    f"seed {_seed(r.seed)}, {r.n_test} test images"
-                ),
-            }
-        )
-    for r in pub["table2"]["rows"]:
-        out.append(
-            {
-                "Source": "Study A, Table 2",
-                "Model": r["name"],
-                "Split": "image",
-                "F1 (ALL) %": r["f1"],
-                "Weighted F1 %": None,
-                "Note": f"{pub['table2']['test_set']['n']} test images",
-            }
-        )
-    for r in pub["table3"]["rows"]:
-        out.append(
-            {
-                "Source": "Study A, Table 3",
-                "Model": r["name"],
-                "Split": "varies",
-                "F1 (ALL) %": r["f1"],
-                "Weighted F1 %": None,
-                "Note": r.get("note", ""),
-            }
-        )
-    return pd.DataFrame(out)
-
-
-def study_b_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Frozen versus partial fine-tuning: validation accuracy and train/val gap at best epoch."""
-    pub = load_published()["study_b"]
-    published = {(r["model"], r["strategy"]): r["val_accuracy"] for r in pub["rows"]}
-    published_any = {r["model"]: r["val_accuracy"] for r in pub["rows"] if r["strategy"] is None}
-    sub = rows[rows["strategy"].isin(["frozen", "partial"])]
-    if "variant" in rows:
-        sub = sub[(sub["variant"] == "single") & sub["fold"].isna() & ~sub["pooled"]]
-    out = []
-    for r in sub.itertuples():
-        ref = published.get((r.backbone, r.strategy), published_any.get(r.backbone))
-        out.append(
-            {
-                "Model": model_label(r.backbone, r.strategy, r.partial_stages),
-                "Split": r.split,
-                "Seed": _seed(r.seed),
-                "Best epoch": r.best_epoch,
-                "Train acc. %": _pct(r.train_accuracy),
-                "Val acc. %": _pct(r.val_accuracy),
-                "Gap (points)": _pct(r.train_val_gap),
-                "Test acc. %": _pct(r.accuracy),
-                "Study B val acc. %": ref,
-            }
-        )
-    return pd.DataFrame(out)
-
-
-def markdown(df: pd.DataFrame, title: str, note: str = "") -> str:
-    """A titled Markdown table with its caption."""
-    body = df.to_markdown(index=False, floatfmt=".2f") if len(df) else "(no rows)"
-    return f"### {title}\n\n{note}\n\n{body}\n" if note else f"### {title}\n\n{body}\n"
-
-
-def latex(df: pd.DataFrame, title: str, note: str) -> str:
-    """A LaTeX table with caption (booktabs style)."""
-    body = df.to_latex(index=False, float_format="%.2f", na_rep="--", escape=True)
-    return (
-        "\\begin{table}[t]\n\\centering\n\\small\n"
-        f"\\caption{{{title}. {_tex_escape(note)}}}\n{body}\\end{{table}}\n"
-    )
-
-
-def _tex_escape(text: str) -> str:
-    for a, b in (
-        ("\\", "\\textbackslash{}"),
-        ("%", "\\%"),
-        ("&", "\\&"),
-        ("_", "\\_"),
-        ("#", "\\#"),
-        ("±", "$\\pm$"),
-    ):
-        text = text.replace(a, b)
-    return text

@@ -15,6 +15,7 @@ import pandas as pd
 
 from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.evaluate import metrics, referral
+from leukopipe.report.captions import FIGURES
 from leukopipe.workflow.atomic import atomic_path
 
 DPI = 120
@@ -210,3 +211,35 @@ def gradcam_single_figure(
     b.set_title(f"Grad-CAM, p(ALL) {prob:.3f}")
     fig.suptitle(name, fontsize=8)
     _save(fig, path)
+
+
+def comparison_figures(
+    rows: pd.DataFrame, pooled_preds: Mapping[str, pd.DataFrame], folder: str | Path
+) -> list[Path]:
+    """Every figure of the comparison under ``folder``: whole test protocols (single folds are
+    drawn through their pooled row), training curves of the trained models."""
+    folder = Path(folder)
+    shown = rows[rows["fold"].isna() | rows["pooled"]]
+    preds = {
+        r.experiment: (
+            pooled_preds[r.experiment] if r.pooled else pd.read_parquet(r.predictions_file)
+        )
+        for r in shown.itertuples()
+    }
+    trained = rows[(rows["variant"] == "single") & ~rows["pooled"]]
+    hist = {
+        r.experiment: pd.read_parquet(Path(r.metrics_file).parent / "history.parquet")
+        for r in trained.itertuples()
+        if (Path(r.metrics_file).parent / "history.parquet").exists()
+    }
+    best = dict(zip(rows["experiment"], rows["best_epoch"], strict=True))
+    # a pooled row has one referral threshold per fold: no single operating point to mark
+    thresholds = {r.experiment: r.referral_threshold for r in rows.itertuples() if not r.pooled}
+    # one file per figure caption (leukopipe.report.captions.FIGURES names them)
+    paths = {stem: folder / f"{stem}.png" for stem in FIGURES}
+    roc_figure(preds, paths["roc"])
+    confusion_figure(preds, paths["confusion"])
+    training_curves_figure(hist, paths["training_curves"], best)
+    reliability_figure(preds, paths["reliability"])
+    risk_coverage_figure(preds, paths["risk_coverage"], thresholds)
+    return list(paths.values())

@@ -24,3 +24,15 @@ def load_published() -> dict[str, Any]:
             "- reinstall leukopipe."
         )
     return data
+
+
+CITED = {"study_a": "Study A", "study_b": "Study B", "dataset": "Dataset"}
+
+
+def citations() -> list[str]:
+    """The two studies and the dataset as the report and README cite them (with addresses)."""
+    pub = load_published()
+    return [
+        f"{label}: {' '.join(pub[key]['citation'].split())} {pub[key]['url']}"
+        for key, label in CITED.items()
+    ]

@@ -24,6 +24,7 @@ class SplitMode:
     description: str  # for captions and docs; a k-fold mode's holds "{k}"
     k_fold: bool  # one split per fold (split.folds of them), pooled in the tables
     subject_disjoint: bool  # no subject may appear on two sides (the audit enforces it)
+    test_set: str = ""  # where the test images come from, in a table's protocol column
 
     @property
     def id_pattern(self) -> str:
@@ -61,12 +62,14 @@ SPLIT_MODES: dict[str, SplitMode] = {
             "subject-disjoint split: no test subject is seen in training",
             k_fold=False,
             subject_disjoint=True,
+            test_set="random subjects held out",
         ),
         SplitMode(
             "official",
             "official split: training folds vs the labelled preliminary test (unseen subjects)",
             k_fold=False,
             subject_disjoint=True,
+            test_set="preliminary test set",
         ),
         SplitMode(
             "cv",
@@ -74,6 +77,7 @@ SPLIT_MODES: dict[str, SplitMode] = {
             " images (each fold tested by a model trained on the others)",
             k_fold=True,
             subject_disjoint=True,
+            test_set="cross-validation folds",
         ),
     )
 }
@@ -105,6 +109,12 @@ def parse_split_id(split: str) -> tuple[int, int] | None:
     if k < 2 or not 0 <= fold < k:
         raise ValueError(f"split id {split!r}: fold must be in 0..k-1 and k >= 2")
     return k, fold
+
+
+def mode_name(split: str) -> str:
+    """The mode of a split id, of a k-fold family (``cv5``, a pooled row) or of a mode name."""
+    parts = _k_fold_parts(split)
+    return parts[0].name if parts else mode_of(split).name
 
 
 def mode_of(split: str) -> SplitMode:

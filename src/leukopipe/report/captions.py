@@ -1,0 +1,146 @@
+"""Every table and figure caption of the comparison, written once.
+
+The compare step's Markdown, LaTeX and CSV tables, the HTML report and the Snakemake report
+captions (``report/*.rst``) all read the texts below. The .rst files are generated from this
+module (``python -m leukopipe.report.captions report``), and a test checks they are current.
+Captions hold no numbers: counts and published values are added by the code that has them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from leukopipe.workflow.atomic import write_text
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A table's title and the text under it."""
+
+    title: str
+    text: str
+
+
+TABLES: dict[str, Caption] = {
+    "main": Caption(
+        "Table 1. Test-set comparison (Study A's Table 2 shape)",
+        "Every evaluated model on its own test set, in percent. Protocol: image-level splits"
+        " put cells of one patient in training and test (leaky, with the audit's counts);"
+        " subject-disjoint splits never test a subject seen in training. Precision, recall and"
+        " F1 are ALL-class values as in Study A; macro- and weighted F1 average both classes."
+        " Single run: value [95 % bootstrap interval]; several seeds or folds: mean ± std."
+        " TTA x8: mean probability over the 8 flips x 90-degree rotations;"
+        " ensembles: soft vote (mean probability) of their members, from stored predictions;"
+        " cross-validation: mean ± std over folds and one pooled out-of-fold row.",
+    ),
+    "study_a": Caption(
+        "Table 2. Study A's published results beside this project's runs",
+        "Study A's Table 2 (every backbone fully fine-tuned, image-level split) row by row,"
+        " each followed by this project's runs of the same backbone and strategy on the"
+        " image-level split; other configurations have no published counterpart and appear in"
+        " Table 1 only. Precision, recall and F1 are ALL-class values, the convention that"
+        " reproduces Study A's numbers; Study A did not publish macro- or weighted F1. Study A's"
+        " Table 3 also lists its own EfficientNet-B3 F1, the same number as the B3 row here.",
+    ),
+    "study_b": Caption(
+        "Table 3. Frozen versus partial fine-tuning (Study B)",
+        "Accuracies at the best validation epoch (gap = train minus validation accuracy, in"
+        " points) and on the test set, with the test set's balanced accuracy, macro-F1 and"
+        " majority-class accuracy (the score of always answering the larger class): a frozen"
+        " model near the majority-class accuracy has learnt little. Study B's 'validation"
+        " accuracy' was measured on the labelled preliminary test set, which is this project's"
+        " test set of the official split: compare it with Test acc., not Val acc. It is shown"
+        " only beside the same backbone and strategy on the official split.",
+    ),
+    "subjects": Caption(
+        "Table 4. Subject-level diagnosis",
+        "One call per subject from its cells: mean probability of ALL, or the fraction of its"
+        " cells called ALL, against a threshold chosen on the validation subjects (highest"
+        " balanced accuracy; per fold for pooled cross-validation). Sensitivity = ALL subjects"
+        " called ALL, specificity = Hem subjects called Hem, with Wilson 95 % intervals over"
+        " subjects.",
+    ),
+    "honest": Caption(
+        "Table 5. Subject-disjoint results beside the published honest references",
+        "This project's results on subjects never seen in training, beside published results"
+        " obtained the same way: the leakage-aware benchmark (subject-disjoint training folds,"
+        " tested on the preliminary set's unseen subjects), the C-NMC challenge's best weighted"
+        " F1 on its final test set, and the challenge-era entries Study A's Table 3 quotes"
+        " (weighted F1 on challenge test sets). Sensitivity is the ALL-class recall,"
+        " specificity the Hem-class recall. The published rows used other models, training"
+        " data and test sets: they show what honest numbers look like, not the same experiment.",
+    ),
+    "leakage": Caption(
+        "Table 6. Leakage audit of each test set",
+        "What each test set shares with its training part, from the split step's audit.json:"
+        " test subjects that also have cells in training, test images from those subjects,"
+        " byte-identical copies (sha256) and near-duplicates (256-bit perceptual hashes within"
+        " split.near_duplicate_max_distance bits, byte-identical copies included) of training"
+        " images. Image-level splits share subjects by design (Study A's protocol);"
+        " subject-disjoint splits share none.",
+    ),
+}
+
+SECTIONS = {
+    "deviations": "Deviations from the papers",
+    "references": "References",
+    "provenance": "Provenance: each row's metrics file, checkpoint digest and code version are"
+    " in comparison.csv.",
+}
+
+FIGURES: dict[str, str] = {
+    "roc": "ROC curves of every experiment on its test set (ALL is the positive class); AUC in"
+    " the legend.",
+    "confusion": "Confusion matrices at the configured threshold: counts and the share of each"
+    " true class.",
+    "training_curves": "Training and validation loss per epoch and validation macro-F1 (the"
+    " early-stopping criterion); the star marks the best epoch, whose checkpoint was"
+    " evaluated.",
+    "reliability": "Reliability diagram: accuracy versus confidence of the predicted class on"
+    " the test set; the expected calibration error (ECE) is in the legend.",
+    "risk_coverage": "Expert referral (Study B's hybrid workflow): accuracy of the cells the"
+    " model keeps versus the share it keeps; the diamond is the confidence threshold chosen on"
+    " validation for the target.",
+}
+
+# the per-experiment Grad-CAM grids of the HTML report (not Snakemake report items)
+GRADCAM = (
+    "Grad-CAM maps of the called class on sample test cells, from the configured feature stage"
+    " (gradcam.stage; red: regions that raised that class's logit). Rows: true class and"
+    " whether the call was right; the most confident cells of each group."
+)
+
+# what report/comparison.rst says about comparison.md before listing its tables
+COMPARISON_INTRO = (
+    "Comparison of every experiment on its test set, with the published results of Study A"
+    " and Study B beside the runs of the same backbone and strategy, each row's test protocol"
+    " from the split audit, and the deviations from the papers."
+)
+
+
+def rst(name: str) -> str:
+    """The text of ``report/<name>.rst``: a figure's caption, or the tables' for comparison."""
+    if name == "comparison":
+        items = "\n\n".join(f"**{c.title}.** {c.text}" for c in TABLES.values())
+        return f"{COMPARISON_INTRO}\n\n{items}\n"
+    return FIGURES[name] + "\n"
+
+
+RST_NAMES = ("comparison", *FIGURES)
+
+
+def write_rst(folder: str | Path) -> list[Path]:
+    """(Re)write every Snakemake report caption under ``folder`` from the texts above."""
+    written = []
+    for name in RST_NAMES:
+        path = Path(folder) / f"{name}.rst"
+        write_text(path, rst(name))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_rst(sys.argv[1] if len(sys.argv) > 1 else "report"):
+        print(p)

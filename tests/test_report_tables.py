@@ -1,0 +1,302 @@
+"""The comparison's tables: published numbers only beside like-for-like runs and under their
+own metric, each row's protocol from the split audit, the deviations, the references, and
+captions written once (Markdown, LaTeX, HTML and the Snakemake report .rst files)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_fixtures import split_audit, write_audits
+
+from leukopipe.evaluate.eval_record import build_record
+from leukopipe.report import captions, compare, literature, protocol, tables
+from leukopipe.report.deviations import deviations, pretrained_tag
+from leukopipe.report.html import build_html
+from leukopipe.report.published import citations, load_published
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = [f"{'' if i % 3 else 'H'}{i}" for i in range(12)]  # 8 ALL, 4 Hem subjects
+
+
+def record(split: str, backbone: str, strategy: str, *, seed: int = 0, acc: float = 0.8,
+           pretrained: str | None = None, n_all: int = 80, n_hem: int = 40) -> dict:
+    metrics = {
+        "accuracy": acc, "precision": 0.81, "recall": 0.92, "f1": 0.86, "roc_auc": 0.83,
+        "macro_f1": 0.71, "weighted_f1": 0.77, "balanced_accuracy": 0.66, "specificity": 0.4,
+        "mcc": 0.3, "ece": 0.05, "n_all": n_all, "n_hem": n_hem,
+    }
+    name = f"{split}.{backbone}.{strategy}.s{seed}"
+    return {
+        "_path": f"/x/{name}/metrics.json",
+        "experiment": {"name": name, "group": "g", "split": split, "backbone": backbone,
+                       "strategy": strategy, "partial_stages": 2, "seed": seed,
+                       "dataset": "synthetic"},
+        "training": {"best_epoch": 2, "train_accuracy": 0.9, "val_accuracy": 0.7, "gap": 0.2,
+                     "image_size": 64, "train_config": {"pretrained_weights": pretrained}},
+        "n_test": n_all + n_hem, "n_test_subjects": 12, "metrics": metrics,
+        "ci": {"accuracy": [acc - 0.05, acc + 0.05], "bootstrap": {"unit": "subject"}},
+        "referral": {"threshold": 0.8, "test": {"referred_fraction": 0.2,
+                                                "accepted_accuracy": 0.9}},
+        "provenance": {"code_version": "abc123"}, "checkpoint": {"sha256": "0" * 64},
+    }
+
+
+AUDITS = {
+    "image": split_audit("image", SUBJECTS, shared=11, near_copies=2),
+    "official": split_audit("official", SUBJECTS),
+}
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    recs = [
+        record("image", "resnet50", "full", seed=0, acc=0.90),
+        record("image", "resnet50", "full", seed=1, acc=0.92),
+        record("image", "resnet50", "frozen"),
+        record("image", "resnet18", "frozen"),
+        record("official", "resnet50", "frozen", acc=0.66),
+        record("official", "resnet50", "partial", acc=0.74),
+        record("official", "resnet18", "frozen", acc=0.65),
+        record("official", "efficientnet_b1", "full", pretrained="w/efficientnet_b1.safetensors"),
+    ]
+    return protocol.with_audits(compare.flat_rows(recs), AUDITS)
+
+
+# ------------------------------------------------------------------ protocol in words
+
+
+def test_every_row_says_its_protocol_with_the_audit_counts(rows):
+    image = rows[rows["split"] == "image"].iloc[0]
+    assert image["protocol"] == (
+        "image-level (leaky: 11 of 12 test subjects also in training; 2 test images"
+        " near-duplicates of training images (<= 8 bits))"
+    )
+    official = rows[rows["split"] == "official"].iloc[0]
+    assert official["protocol"] == (
+        "subject-disjoint (preliminary test set: 12 test subjects, none in training)"
+    )
+    main = tables.build(rows)[0].frame
+    assert set(main["Protocol"]) == {image["protocol"], official["protocol"]}
+
+
+def test_a_row_without_its_audit_is_a_clear_error():
+    rows = compare.flat_rows([record("patient", "resnet18", "full")])
+    with pytest.raises(protocol.AuditMissingError, match=r"no audit\.json for split 'patient'"):
+        protocol.with_audits(rows, AUDITS)
+
+
+def test_leakage_table_reports_shared_subjects_and_near_duplicates(rows):
+    table = literature.leakage_table(rows).set_index("Split")
+    assert table.loc["image", "Test subjects also in training"] == 11
+    assert table.loc["image", "Test images from training subjects"] == 22
+    assert table.loc["image", "Near-duplicates of training images (<= 8 bits)"] == 2
+    assert table.loc["official", "Test subjects also in training"] == 0
+    assert table.loc["official", "Near-duplicates of training images (<= 8 bits)"] == 0
+
+
+# ------------------------------------------------------------------ like with like
+
+
+def test_study_b_value_only_beside_the_same_backbone_strategy_and_protocol(rows):
+    b = literature.study_b_table(rows).set_index(["Model", "Protocol"])["Study B acc. % (published)"]
+    by_model = {m: v for (m, p), v in b.items() if p.startswith("subject-disjoint")}
+    assert by_model["resnet18 (frozen)"] == 65.77
+    assert by_model["resnet50 (partial: last 2 stages)"] == 78.41
+    # Study B reports nothing for a frozen ResNet50: no published value beside it
+    assert pd.isna(by_model["resnet50 (frozen)"])
+    # the same backbone and strategy on another protocol (image-level) gets none either
+    image = [v for (m, p), v in b.items() if m == "resnet18 (frozen)" and p.startswith("image")]
+    assert len(image) == 1 and pd.isna(image[0])
+
+
+def test_study_b_table_shows_balanced_accuracy_macro_f1_and_majority_class(rows):
+    b = literature.study_b_table(rows)
+    r = b[b["Model"] == "resnet18 (frozen)"].iloc[0]
+    assert r["Balanced acc. %"] == pytest.approx(66.0) and r["Macro-F1 %"] == pytest.approx(71.0)
+    assert r["Majority-class acc. %"] == pytest.approx(100 * 80 / 120)
+    facts = literature.study_b_facts()
+    assert "1219 ALL and 648 Hem" in facts and "65.29 %" in facts and "65.77 %" in facts
+
+
+def test_study_a_rows_are_published_in_full_beside_same_backbone_full_on_image(rows):
+    a = literature.study_a_table(rows)
+    pub = a[a["Source"] == "Study A, Table 2 (published)"].set_index("Model")
+    assert len(pub) == 5
+    r50 = pub.loc["resnet50 (full)"]
+    assert [r50[h] for h in ("Accuracy", "Precision (ALL)", "Recall (ALL)", "F1 (ALL)", "AUC")] \
+        == ["90.58", "90.37", "96.34", "93.27", "94.38"]
+    assert r50["Macro-F1"] == r50["Weighted F1"] == "–"  # not published
+    ours = a[a["Source"] == "this project"]
+    # only resnet50 full on the image split (2 seeds); its row follows ResNet50's published row
+    assert list(ours["Model"]) == ["resnet50 (full)"] and ours.iloc[0]["Seeds"] == 2
+    assert ours.iloc[0]["Accuracy"] == "91.00 ± 1.41"
+    assert a.index[a["Source"] == "this project"][0] == pub.index.get_loc("resnet50 (full)") + 1
+    assert ours.iloc[0]["Protocol"].startswith("image-level (leaky: 11 of 12")
+
+
+def test_each_published_number_sits_under_its_own_metric(rows):
+    honest = literature.honest_table(rows)
+    quoted = honest[honest["Source"] == "Study A, Table 3 (quoted)"]
+    t3 = load_published()["study_a"]["table3"]["rows"]
+    weighted = [f"{r['weighted_f1']:.2f}" for r in t3 if "weighted_f1" in r]
+    assert list(quoted["Weighted F1"]) == weighted and len(weighted) == 12
+    assert "F1 (ALL)" not in honest.columns  # Table 3's challenge numbers are weighted F1
+    assert (quoted[["Accuracy", "AUC"]] == "–").all().all()
+    bench = honest[honest["Source"] == "leakage-aware benchmark (published)"].iloc[0]
+    assert (bench["AUC"], bench["Sensitivity (ALL recall)"], bench["Specificity"]) == (
+        "91.30", "87.00", "80.00")
+    assert bench["Weighted F1"] == "–"
+    winner = honest[honest["Source"] == "C-NMC 2019 challenge (published)"].iloc[0]
+    assert winner["Weighted F1"] == "91.04" and winner["AUC"] == "–"
+    # only subject-disjoint runs of this project sit beside the honest references
+    ours = honest[honest["Source"] == "this project"]
+    assert len(ours) == 4 and ours["Protocol"].str.startswith("subject-disjoint").all()
+    assert set(ours["Split"]) == {"official"}
+    for t in tables.build(rows):  # no table puts a Table 3 number under the ALL-class F1
+        if "F1 (ALL)" in t.frame:
+            assert not set(t.frame["F1 (ALL)"].astype(str)) & set(weighted), t.title
+
+
+# ------------------------------------------------------------------ deviations, references
+
+
+def test_deviations_give_the_image_split_counts_and_why(rows):
+    items = deviations(rows)
+    split = next(i for i in items if i.startswith("Image-level test set"))
+    assert "80 ALL + 40 Hem" in split and "Study A's 847 + 406" in split
+    assert "gives 849 ALL + 404 Hem on the full data" in split
+    assert "(the total, 1,253, is the same)" in split
+    train = next(i for i in items if i.startswith("Training set"))
+    audit = AUDITS["image"]["splits"]
+    assert f"{audit['train']['per_class']['all']} ALL + {audit['train']['per_class']['hem']} Hem" \
+        in train and "7,644 + 3,631" in train
+    assert f"validation ({audit['val']['n_images']} images" in train
+    assert any(i.startswith("Single runs: 6 of 7 configurations ran one seed") for i in items)
+    assert any("deepest 2 stage(s)" in i for i in items)
+
+
+def test_deviations_name_the_pretrained_tags_actually_used(rows):
+    text = next(i for i in deviations(rows) if i.startswith("Pretrained weights"))
+    tag = pretrained_tag("efficientnet_b1")
+    assert f"efficientnet_b1: timm tag {tag['tag']}, pretrained at {tag['input']} px" in text
+    assert "resnet50: random initialisation (no weights file)" in text
+    assert "trains at 64 px" in text
+    assert "timm.list_pretrained" in text
+
+
+def test_pretrained_tag_comes_from_timms_registry():
+    import timm
+
+    tag = pretrained_tag("efficientnet_b1")
+    cfg = timm.models.get_pretrained_cfg("efficientnet_b1")
+    assert tag["tag"] == cfg.tag and tag["input"] == str(cfg.input_size[-1])
+    assert tag["mean"] == "(" + ", ".join(f"{v:g}" for v in cfg.mean) + ")"
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_readme_cites_the_studies_and_the_dataset_as_the_report_does():
+    readme = _words((ROOT / "README.md").read_text(encoding="utf-8"))
+    for citation in citations():
+        assert _words(citation) in readme, citation
+    assert citations()[0].startswith("Study A: Faisal Ahmed. Transfer Learning with EfficientNet")
+
+
+# ------------------------------------------------------------------ captions written once
+
+
+def test_report_rst_captions_are_generated_from_the_one_source():
+    for name in captions.RST_NAMES:
+        path = ROOT / "report" / f"{name}.rst"
+        assert path.read_text(encoding="utf-8") == captions.rst(name), (
+            f"{path} is stale: run `python -m leukopipe.report.captions report`"
+        )
+    # and every .rst the rules register is one of them
+    rules = (ROOT / "rules" / "evaluate.smk").read_text()
+    assert set(re.findall(r'caption="\.\./report/(\w+)\.rst"', rules)) == set(captions.RST_NAMES)
+
+
+def test_markdown_latex_and_html_carry_the_same_captions(rows):
+    built = tables.build(rows)
+    md = tables.markdown(built, rows)
+    tex = tables.latex(built)
+    page = build_html(rows, [])
+    for key, cap in captions.TABLES.items():
+        assert f"### {cap.title}" in md and cap.text in md, key
+        assert tables.tex_escape(cap.text) in tex, key
+        assert cap.text.replace("'", "&#x27;") in page, key
+    study_b = captions.TABLES["study_b"].text
+    assert "this project's test set of the official split" in study_b
+    for section in ("deviations", "references"):
+        assert captions.SECTIONS[section] in md and captions.SECTIONS[section] in page
+    for citation in citations():
+        assert citation in md
+
+
+# ------------------------------------------------------------------ the compare step
+
+
+def _write_eval(folder: Path, split: str, backbone: str, strategy: str, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+
+    def manifest(prefix: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"image_id": f"{prefix}{s}_{c}", "subject": s, "label": int(not s.startswith("H"))}
+             for s in SUBJECTS for c in range(3)]
+        )
+
+    test, val = manifest("t"), manifest("v")
+    p_test = np.clip(0.5 + 0.3 * (2 * test["label"] - 1) + rng.normal(0, 0.2, len(test)), 0, 1)
+    p_val = np.clip(0.5 + 0.3 * (2 * val["label"] - 1) + rng.normal(0, 0.2, len(val)), 0, 1)
+    pred, _, rec = build_record(test, p_test.to_numpy(), val, p_val.to_numpy(), n_boot=20)
+    name = f"{split}.{backbone}.{strategy}.s{seed}"
+    rec["experiment"] = {"name": name, "group": "g", "split": split, "backbone": backbone,
+                         "strategy": strategy, "partial_stages": 2, "seed": seed,
+                         "variant": "single", "dataset": "synthetic"}
+    rec["training"] = {"best_epoch": 1, "image_size": 32, "train_config": {}}
+    d = folder / name
+    d.mkdir(parents=True)
+    pred.to_parquet(d / "predictions.parquet")
+    pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.6], "val_loss": [0.7, 0.65],
+                  "val_macro_f1": [0.5, 0.6]}).to_parquet(d / "history.parquet")
+    (d / "metrics.json").write_text(json.dumps(rec))
+    return d / "metrics.json"
+
+
+def test_compare_step_writes_every_table_section_and_figure(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_step", ROOT / "scripts" / "compare.py")
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
+    metrics = [
+        _write_eval(tmp_path / "eval", "image", "resnet18", "full", 0),
+        _write_eval(tmp_path / "eval", "official", "resnet18", "frozen", 1),
+    ]
+    audits = write_audits(tmp_path / "splits", list(AUDITS.values()))
+    args = ["--metrics", *map(str, metrics), "--tables-dir", str(tmp_path / "tables"),
+            "--figures-dir", str(tmp_path / "figures"), "--bootstrap", "20"]
+    assert step.main([*args, "--audits", *map(str, audits)]) == 0
+    md = (tmp_path / "tables" / "comparison.md").read_text()
+    for cap in captions.TABLES.values():
+        assert cap.title in md
+    assert "image-level (leaky: 11 of 12 test subjects also in training" in md
+    csv = pd.read_csv(tmp_path / "tables" / "comparison.csv")
+    assert {"protocol", "test_subjects_in_training", "near_duplicate_test_images"} <= set(csv)
+    assert sorted(p.stem for p in (tmp_path / "figures").iterdir()) == sorted(captions.FIGURES)
+    with pytest.raises(protocol.AuditMissingError, match="official"):
+        step.main([*args, "--audits", str(audits[0])])
+
+
+def test_deviations_say_so_when_no_model_was_pretrained():
+    recs = [record("official", "resnet18", "frozen"), record("image", "resnet50", "full")]
+    rows = protocol.with_audits(compare.flat_rows(recs), AUDITS)
+    text = next(i for i in deviations(rows) if i.startswith("Pretrained weights"))
+    assert text.startswith("Pretrained weights: none; every model here trains at 64 px from")
