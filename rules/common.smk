@@ -78,10 +78,6 @@ def get_split_dir(wildcards, output):
     return str(Path(output.audit).parent)
 
 
-def get_split_pattern():
-    return split_id_pattern()
-
-
 # ------------------------------------------------------------------------------ per experiment
 
 

@@ -78,7 +78,7 @@ rule split:
     benchmark:
         f"{RESULTS}/benchmarks/split/{{split}}.tsv"
     wildcard_constraints:
-        split=get_split_pattern(),
+        split=split_id_pattern(),
     conda:
         "../envs/data.yaml"
     resources:

@@ -219,7 +219,7 @@ def test_report_rst_captions_are_generated_from_the_one_source():
             f"{path} is stale: run `python -m leukopipe.report.captions report`"
         )
     # and every .rst the rules register is one of them
-    rules = (ROOT / "rules" / "evaluate.smk").read_text()
+    rules = (ROOT / "rules" / "report.smk").read_text()
     assert set(re.findall(r'caption="\.\./report/(\w+)\.rst"', rules)) == set(captions.RST_NAMES)
 
 
@@ -282,7 +282,7 @@ def test_compare_step_writes_every_table_section_and_figure(tmp_path):
     ]
     audits = write_audits(tmp_path / "splits", list(AUDITS.values()))
     args = ["--metrics", *map(str, metrics), "--tables-dir", str(tmp_path / "tables"),
-            "--figures-dir", str(tmp_path / "figures"), "--bootstrap", "20"]
+            "--figures-dir", str(tmp_path / "figures"), "--threshold", "0.5", "--bootstrap", "20"]
     assert step.main([*args, "--audits", *map(str, audits)]) == 0
     md = (tmp_path / "tables" / "comparison.md").read_text()
     for cap in captions.TABLES.values():

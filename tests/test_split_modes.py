@@ -11,7 +11,7 @@ import yaml
 from test_split import fake_index
 
 from leukopipe.data import split as split_step
-from leukopipe.report import compare
+from leukopipe.report import protocol
 from leukopipe.workflow import split_modes
 from leukopipe.workflow.config import ConfigError, expand_experiments, validate
 from leukopipe.workflow.split_modes import (
@@ -67,8 +67,11 @@ def test_captions_come_from_the_registry():
     assert describe_split("patient") == SPLIT_MODES["patient"].description
     assert describe_split("cv5").startswith("subject-disjoint, class-stratified 5-fold")
     assert describe_split("cv5-f1") == describe_split("cv5")
-    plain = {n: m.description for n, m in SPLIT_MODES.items() if not m.k_fold}
-    assert plain == compare.SPLIT_TEXT
+    # the tables' protocol column: the registry says which test set and whether it is leaky
+    for name, mode in SPLIT_MODES.items():
+        text = protocol.describe(name, 0, 7, 0, 8)
+        assert text.startswith("subject-disjoint" if mode.subject_disjoint else "image-level")
+        assert mode.test_set in text
 
 
 def test_config_accepts_exactly_the_registry_modes():
@@ -100,12 +103,13 @@ def test_a_new_mode_needs_only_a_registry_entry_and_an_implementation(monkeypatc
         ("loso3-f0", 0), ("loso3-f1", 1), ("loso3-f2", 2)]
     assert re.compile(split_modes.split_id_pattern()).fullmatch("loso3-f2")
     assert describe_split("loso3") == "3-fold leave-subjects-out"
+    assert protocol.split_kind("loso3") == "loso" and protocol.split_kind("site") == "site"
 
     index = fake_index()
     splits = split_step.make_splits(index, "loso3-f1", 0.1, 0.15, seed=5)
-    assert split_step.audit(splits, "loso3-f1")["subject_disjoint"]
+    assert split_step.audit(splits, "loso3-f1", 8)["subject_disjoint"]
     cv = split_step.make_splits(index, "cv3-f1", 0.1, 0.15, seed=5)
     for part in ("train", "val", "test"):
         pd.testing.assert_frame_equal(splits[part], cv[part])
-    assert split_step.audit(split_step.make_splits(index, "site", 0.1, 0.15, seed=5), "site")[
+    assert split_step.audit(split_step.make_splits(index, "site", 0.1, 0.15, seed=5), "site", 8)[
         "subject_disjoint"]
