@@ -1,18 +1,24 @@
-# Class-balanced offline augmentation of the training part, and resize-only stores for
-# validation and test: every image materialised once as uint8 for training to read.
+# Offline augmentation of the training part (class-balanced, or none: the resized originals),
+# and resize-only stores for validation and test: every image materialised once as uint8 for
+# training to read. Stores are keyed by what determines them: the training store by the split
+# and the group's preprocessing (<size>px/<augmentation>), validation and test by the size.
 
 
 rule augment:
     input:
         train=f"{RESULTS}/splits/{{split}}/train.parquet",
     output:
-        manifest=f"{RESULTS}/augment/{{split}}/train_balanced.parquet",
-        pixels=f"{RESULTS}/augment/{{split}}/train_pixels.npy",
-        stats=f"{RESULTS}/augment/{{split}}/train_stats.json",
+        manifest=f"{RESULTS}/augment/{{split}}/{{size}}px/{{augmentation}}/train_balanced.parquet",
+        pixels=f"{RESULTS}/augment/{{split}}/{{size}}px/{{augmentation}}/train_pixels.npy",
+        stats=f"{RESULTS}/augment/{{split}}/{{size}}px/{{augmentation}}/train_stats.json",
     log:
-        f"{RESULTS}/logs/augment/{{split}}.log",
+        f"{RESULTS}/logs/augment/{{split}}/{{size}}px/{{augmentation}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/augment/{{split}}.tsv"
+        f"{RESULTS}/benchmarks/augment/{{split}}/{{size}}px/{{augmentation}}.tsv"
+    wildcard_constraints:
+        split=split_id_pattern(),
+        size=r"\d+",
+        augmentation=get_augmentation_pattern(),
     conda:
         "../envs/data.yaml"
     # processes generating samples
@@ -21,20 +27,15 @@ rule augment:
         mem_mb=8000,
         runtime=120,
     params:
-        image_size=config["augment"]["image_size"],
-        target=config["augment"]["target_per_class"],
-        seed=config["augment"]["seed"],
-        transforms=as_json(config["augment"]["transforms"]),
+        balancing=get_balancing_flags,
         raw_dir=get_raw_dir,
         code=get_code("augment"),
     shell:
         "python scripts/augment.py"
         " --train-manifest {input.train}"
         " --raw-dir {params.raw_dir:q}"
-        " --image-size {params.image_size}"
-        " --target-per-class {params.target}"
-        " --seed {params.seed}"
-        " --transforms-json '{params.transforms}'"
+        " --image-size {wildcards.size}"
+        " {params.balancing}"
         " --workers {threads}"
         " --manifest-out {output.manifest}"
         " --pixels-out {output.pixels}"
@@ -46,13 +47,15 @@ rule resize:
     input:
         manifest=f"{RESULTS}/splits/{{split}}/{{part}}.parquet",
     output:
-        manifest=f"{RESULTS}/augment/{{split}}/{{part}}.parquet",
-        pixels=f"{RESULTS}/augment/{{split}}/{{part}}_pixels.npy",
+        manifest=f"{RESULTS}/augment/{{split}}/{{size}}px/{{part}}.parquet",
+        pixels=f"{RESULTS}/augment/{{split}}/{{size}}px/{{part}}_pixels.npy",
     log:
-        f"{RESULTS}/logs/resize/{{split}}_{{part}}.log",
+        f"{RESULTS}/logs/resize/{{split}}/{{size}}px/{{part}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/resize/{{split}}_{{part}}.tsv"
+        f"{RESULTS}/benchmarks/resize/{{split}}/{{size}}px/{{part}}.tsv"
     wildcard_constraints:
+        split=split_id_pattern(),
+        size=r"\d+",
         part="val|test",
     conda:
         "../envs/data.yaml"
@@ -62,14 +65,13 @@ rule resize:
         mem_mb=4000,
         runtime=60,
     params:
-        image_size=config["augment"]["image_size"],
         raw_dir=get_raw_dir,
         code=get_code("resize"),
     shell:
         "python scripts/resize.py"
         " --manifest {input.manifest}"
         " --raw-dir {params.raw_dir:q}"
-        " --image-size {params.image_size}"
+        " --image-size {wildcards.size}"
         " --workers {threads}"
         " --manifest-out {output.manifest}"
         " --pixels-out {output.pixels}"

@@ -12,10 +12,12 @@ from leukopipe.data.raw_identity import CACHE_NAME, download_identity, merge_ide
 from leukopipe.train.weights import weights_path
 from leukopipe.workflow.code_fingerprint import code_fingerprint
 from leukopipe.workflow.config import used_splits
+from leukopipe.workflow.preprocessing import AUGMENTATION_PATTERN
 from leukopipe.workflow.rules import (
     as_json,
     comparison_metrics,
     ensemble_meta,
+    eval_store_dir,
     evaluate_outputs,
     expand_ensembles,
     expand_experiments,
@@ -25,14 +27,18 @@ from leukopipe.workflow.rules import (
     gradcam_options,
     option,
     output_flags,
+    preprocessings,
     results_dir,
     train_provenance,
+    train_store_dir,
     weights_record,
 )
 from leukopipe.workflow.split_modes import split_id_pattern
 
 RESULTS = results_dir(config)
 EXPERIMENTS = expand_experiments(config)
+# every preprocessing some group uses, by id (e.g. 224px-bal10000, 224px-none)
+PREPROCESSINGS = preprocessings(config)
 ENSEMBLES = expand_ensembles(config)
 # file hashes of the raw copy, keyed by size and mtime (never written under the raw folder)
 RAW_HASH_CACHE = Path(RESULTS) / "data" / CACHE_NAME
@@ -78,35 +84,65 @@ def get_split_dir(wildcards, output):
     return str(Path(output.audit).parent)
 
 
+# ------------------------------------------------------------------------------ preprocessing
+
+
+def get_augmentation_pattern():
+    return AUGMENTATION_PATTERN
+
+
+def _preprocessing_of(wildcards):
+    """The preprocessing whose training store lives at <size>px/<augmentation>."""
+    key = f"{wildcards.size}px-{wildcards.augmentation}"
+    if key not in PREPROCESSINGS:
+        raise ValueError(
+            f"no experiment group preprocesses as {key}; the groups use:"
+            f" {', '.join(sorted(PREPROCESSINGS))}"
+        )
+    return PREPROCESSINGS[key]
+
+
+def get_balancing_flags(wildcards):
+    """augment's settings: target, seed and transforms, or 'none' (the resized originals)."""
+    prep = _preprocessing_of(wildcards)
+    if not prep.balanced:
+        return "--target-per-class none"
+    transforms = shlex.quote(as_json(prep.transforms))
+    return (
+        f"--target-per-class {prep.target_per_class} --seed {prep.seed}"
+        f" --transforms-json {transforms}"
+    )
+
+
 # ------------------------------------------------------------------------------ per experiment
 
 
-def _split_of(wildcards):
-    return EXPERIMENTS[wildcards.exp].split
+def _experiment(wildcards):
+    return EXPERIMENTS[wildcards.exp]
 
 
 def get_train_manifest(wildcards):
-    return f"{RESULTS}/augment/{_split_of(wildcards)}/train_balanced.parquet"
+    return f"{train_store_dir(config, _experiment(wildcards))}/train_balanced.parquet"
 
 
 def get_train_pixels(wildcards):
-    return f"{RESULTS}/augment/{_split_of(wildcards)}/train_pixels.npy"
+    return f"{train_store_dir(config, _experiment(wildcards))}/train_pixels.npy"
 
 
 def get_val_manifest(wildcards):
-    return f"{RESULTS}/augment/{_split_of(wildcards)}/val.parquet"
+    return f"{eval_store_dir(config, _experiment(wildcards))}/val.parquet"
 
 
 def get_val_pixels(wildcards):
-    return f"{RESULTS}/augment/{_split_of(wildcards)}/val_pixels.npy"
+    return f"{eval_store_dir(config, _experiment(wildcards))}/val_pixels.npy"
 
 
 def get_test_manifest(wildcards):
-    return f"{RESULTS}/augment/{_split_of(wildcards)}/test.parquet"
+    return f"{eval_store_dir(config, _experiment(wildcards))}/test.parquet"
 
 
 def get_test_pixels(wildcards):
-    return f"{RESULTS}/augment/{_split_of(wildcards)}/test_pixels.npy"
+    return f"{eval_store_dir(config, _experiment(wildcards))}/test_pixels.npy"
 
 
 def get_backbone(wildcards):
@@ -123,6 +159,11 @@ def get_partial_stages(wildcards):
 
 def get_seed(wildcards):
     return EXPERIMENTS[wildcards.exp].seed
+
+
+def get_layer_decay(wildcards):
+    """The group's layer-wise lr decay for full fine-tuning; None (off) for the others."""
+    return EXPERIMENTS[wildcards.exp].layer_decay
 
 
 def get_weights_record(wildcards):

@@ -50,7 +50,7 @@ rule train:
         lr=config["train"]["lr"],
         batch_size=config["train"]["batch_size"],
         weight_decay=config["train"]["weight_decay"],
-        layer_decay=config["train"]["layer_decay"],
+        layer_decay=get_layer_decay,
         flips=get_flips_flag,
         amp=config["train"]["amp"],
         pretrained=get_pretrained_flag,

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Augment step: balance the training part to --target-per-class images per class.
+"""Augment step: balance the training part to --target-per-class images per class, or not at all.
 
 Applies the study's nine transforms (in order, with the configured parameters) to generate
 extra samples, records for every generated row its source image, seed and drawn parameters
 (train_balanced.parquet), and materialises all training pixels at --image-size into a uint8
-store that training reads without decoding.
+store that training reads without decoding. With --target-per-class none nothing is generated:
+the store holds the resized originals, each class as many as the split gives it.
 
 The store's disk space is reserved before any image is read (a full disk stops the step at once,
 naming the folder), each source image must still match the sha256 of the index, and SIGTERM
@@ -22,11 +23,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe.augment.plan import materialise, plan_balanced
+from leukopipe.augment.plan import materialise, plan_balanced, plan_originals
 from leukopipe.augment.transforms import AugmentConfig
 from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("augment")
+
+
+def _target(text: str) -> int | None:
+    """``N`` images per class, or ``none``: no balancing."""
+    return None if text.lower() == "none" else int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,17 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, required=True, help="side of the stored images, px")
     p.add_argument(
         "--target-per-class",
-        type=int,
+        type=_target,
         required=True,
-        help="images per class after balancing, originals included",
+        metavar="N|none",
+        help="images per class after balancing, originals included; none: no augmentation and no"
+        " balancing (the resized originals)",
     )
     p.add_argument(
-        "--seed", type=int, required=True, help="seed from which every sample's seed derives"
+        "--seed",
+        type=int,
+        default=None,
+        help="seed from which every sample's seed derives (needed when balancing)",
     )
     p.add_argument(
         "--transforms-json",
-        required=True,
-        help="JSON object with the nine transforms' parameters",
+        default=None,
+        help="JSON object with the nine transforms' parameters (needed when balancing)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes generating samples")
     p.add_argument(
@@ -62,9 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    cfg = AugmentConfig.from_dict(json.loads(args.transforms_json))
     train = pd.read_parquet(args.train_manifest)
-    plan = plan_balanced(train, args.target_per_class, args.seed)
+    if args.target_per_class is None:
+        cfg = None
+        plan = plan_originals(train)
+    else:
+        if args.seed is None or args.transforms_json is None:
+            p.error("balancing (--target-per-class N) needs --seed and --transforms-json")
+        cfg = AugmentConfig.from_dict(json.loads(args.transforms_json))
+        plan = plan_balanced(train, args.target_per_class, args.seed)
     start = time.perf_counter()
     manifest = materialise(
         plan,
@@ -89,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stats_out:
         atomic.write_json(args.stats_out, stats)
     log.info(
-        "balanced training set: %s (%d generated) in %.1f s", stats["per_class"], n_gen, seconds
+        "training set: %s (%d generated) in %.1f s", stats["per_class"], n_gen, seconds
     )
     return 0
 

@@ -2,9 +2,10 @@
 """Hyperparameter sweep outside the DAG: lr x partial depth x seed for one backbone, as a SLURM
 job array through submitit (requeued on time limit, resumed from each run's state.pt).
 
-Reads an existing augment output (e.g. results/<run>/augment/official/), writes every run
-under --out-dir/runs/<point>/, the submitit logs under --out-dir/submitit/, and the collected
-results to --out-dir/sweep.parquet and a ranked --out-dir/sweep.md. Rerunning the same
+Reads an existing augment output (a training store such as
+results/<run>/augment/official/224px/bal10000/, and the validation store one folder up), writes
+every run under --out-dir/runs/<point>/, the submitit logs under --out-dir/submitit/, and the
+collected results to --out-dir/sweep.parquet and a ranked --out-dir/sweep.md. Rerunning the same
 command submits only the points that have no summary yet.
 """
 
@@ -26,8 +27,9 @@ log = logging.getLogger("sweep")
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument("--augment-dir", required=True, type=Path,
-                   help="augment output of one split: train_balanced.parquet, "
-                        "train_pixels.npy, val.parquet, val_pixels.npy")
+                   help="training store of one split and preprocessing "
+                        "(augment/<split>/<size>px/<augmentation>: train_balanced.parquet, "
+                        "train_pixels.npy); val.parquet and val_pixels.npy one folder up")
     p.add_argument("--out-dir", required=True, type=Path,
                    help="sweep folder (runs/, resume/, submitit/, sweep.parquet, sweep.md)")
     g = p.add_argument_group("grid")

@@ -77,7 +77,8 @@ TINY_CONFIG = {
     ],
 }
 
-# Everything on: 2-fold cross-validation, TTA, Grad-CAM grids and an ensemble (test_pipeline).
+# Everything on: 2-fold cross-validation, TTA, Grad-CAM grids, an ensemble and a group with its
+# own preprocessing (the cross-validation trains on the resized originals) (test_pipeline).
 FULL_CONFIG = {
     **TINY_CONFIG,
     # starts from a weight file the workspace holds (fetch_weights only records it)
@@ -96,6 +97,7 @@ FULL_CONFIG = {
             "backbones": ["resnet18"],
             "strategies": ["frozen"],
             "seeds": [0],
+            "augment": "none",
         },
     ],
 }

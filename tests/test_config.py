@@ -125,7 +125,7 @@ def test_experiment_names_are_unique_and_deduplicated(base):
     cfg = copy.deepcopy(base)
     cfg["experiments"].append(copy.deepcopy(cfg["experiments"][0]) | {"name": "again"})
     assert expand_experiments(cfg) == expand_experiments(base)
-    assert "official.resnet18.partial2.s0" in expand_experiments(base)
+    assert "official.resnet18.partial2.224px-none.s0" in expand_experiments(base)
 
 
 def test_snakemake_fails_before_any_job_with_one_line(tmp_path):

@@ -43,7 +43,7 @@ def test_all_outputs_exist_and_say_what_they_are(done):
         "splits/cv2-f0/audit.json",
         "splits/cv2-f1/audit.json",
         "eval/official.ensemble-seeds/metrics.json",
-        "eval/cv2-f1.resnet18.frozen.s0/tta_metrics.json",
+        "eval/cv2-f1.resnet18.frozen.32px-none.s0/tta_metrics.json",
         "eval/image.resnet18.full.s0/gradcam.png",
         "tables/comparison.md",
         "tables/comparison.csv",
@@ -57,8 +57,13 @@ def test_all_outputs_exist_and_say_what_they_are(done):
     assert audit["subject_disjoint"] and audit["n_shared_subjects"]["train|test"] == 0
     audit_image = json.loads((run / "splits/image/audit.json").read_text())
     assert audit_image["n_shared_subjects"]["train|test"] > 0
-    balanced = pd.read_parquet(run / "augment/image/train_balanced.parquet")
+    balanced = pd.read_parquet(run / "augment/image/32px/bal80/train_balanced.parquet")
     assert balanced["label"].value_counts().to_dict() == {0: 80, 1: 80}
+    # group c's own preprocessing: the resized originals of the fold's training part
+    plain = pd.read_parquet(run / "augment/cv2-f0/32px/none/train_balanced.parquet")
+    fold_train = pd.read_parquet(run / "splits/cv2-f0/train.parquet")
+    assert not plain["generated"].any()
+    assert plain["image_id"].tolist() == fold_train["image_id"].tolist()
     folds = [json.loads((run / f"splits/cv2-f{i}/audit.json").read_text()) for i in (0, 1)]
     assert all(a["subject_disjoint"] for a in folds)
     tested = [set(a["splits"]["test"]["subjects"]) for a in folds]
@@ -122,15 +127,31 @@ def test_learning_rate_reruns_training_and_below_only(done):
 
 def test_augmentation_parameter_reruns_augment_and_below_not_merge_or_split(done):
     jobs = _with(done, lambda c: c["augment"].update(transforms={"rotation_deg": 10}))
+    # group c does not augment (augment: none): its folds' stores and models stay
     assert jobs == {
-        "augment": 4,
-        "train": 5,
-        "evaluate": 5,
+        "augment": 2,
+        "train": 3,
+        "evaluate": 3,
         "ensemble": 1,
         "compare": 1,
         "report": 1,
         "all": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("group", "change", "expected"),
+    [
+        # b stops augmenting: a new store of its split; its two seeds and their ensemble rerun
+        (1, {"augment": "none"}, {"augment": 1, "train": 2, "evaluate": 2, "ensemble": 1}),
+        # a at another size: new training, validation and test stores of its split
+        (0, {"image_size": 48}, {"augment": 1, "resize": 2, "train": 1, "evaluate": 1}),
+    ],
+    ids=["augment-none", "image-size"],
+)
+def test_one_groups_preprocessing_reruns_that_group_only(done, group, change, expected):
+    jobs = _with(done, lambda c: c["experiments"][group].update(change))
+    assert jobs == {**expected, "compare": 1, "report": 1, "all": 1}
 
 
 def test_evaluation_setting_reruns_evaluation_only(done):

@@ -40,16 +40,18 @@ def _base(**kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def augment_dir(tmp_path_factory) -> Path:
-    """Tiny data named like an augment output (train_balanced / val + pixel stores)."""
-    d = tmp_path_factory.mktemp("augment") / "official"
-    for name, n, seed, manifest, pixels in (
-        ("train", 16, 1, "train_balanced.parquet", "train_pixels.npy"),
-        ("val", 8, 2, "val.parquet", "val_pixels.npy"),
+    """Tiny data laid out like an augment output: the training store in
+    ``<split>/<size>px/<augmentation>/``, the validation store of its size one folder up."""
+    size_dir = tmp_path_factory.mktemp("augment") / "official" / "32px"
+    train_dir = size_dir / "bal16"
+    for d, name, n, seed, manifest, pixels in (
+        (train_dir, "train", 16, 1, "train_balanced.parquet", "train_pixels.npy"),
+        (size_dir, "val", 8, 2, "val.parquet", "val_pixels.npy"),
     ):
         m, p = write_split(d, name, n, 32, seed=seed)
         m.rename(d / manifest)
         p.rename(d / pixels)
-    return d
+    return train_dir
 
 
 def _states(path: Path) -> dict[str, torch.Tensor]:

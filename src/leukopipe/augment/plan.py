@@ -49,6 +49,52 @@ def _sample_seed(seed: int, label: int, k: int) -> int:
     return int(state[0] & np.uint64(0x7FFF_FFFF_FFFF_FFFF))
 
 
+def _originals(train: pd.DataFrame, fn: str) -> pd.DataFrame:
+    """The checked training manifest as plan rows: every original once, in input order."""
+    missing = [c for c in TRAIN_COLUMNS if c not in train.columns]
+    if missing:
+        raise ValueError(f"{fn}: training manifest lacks column(s) {missing}")
+    clash = [c for c in (*PLAN_COLUMNS, "store_row") if c in train.columns]
+    if clash:
+        raise ValueError(
+            f"{fn}: input already has plan column(s) {clash}; pass the training split "
+            "manifest, not an augmented one"
+        )
+    labels = set(pd.unique(train["label"]).tolist())
+    if not labels <= set(range(len(DISPLAY_NAMES))):
+        raise ValueError(
+            f"{fn}: labels must be 0 (Hem) or 1 (ALL); found {sorted(labels, key=str)}"
+        )
+    dup = train["image_id"][train["image_id"].duplicated()]
+    if len(dup):
+        raise ValueError(
+            f"{fn}: image_id must be unique; duplicated: {dup.head(5).tolist()} "
+            "(rerun the merge/split steps)"
+        )
+    originals = train.loc[:, list(train.columns)].reset_index(drop=True).copy()
+    originals["generated"] = False
+    originals["source_image_id"] = originals["image_id"].astype(str)
+    originals["aug_seed"] = np.int64(-1)
+    originals["aug_params"] = ""
+    return originals
+
+
+def plan_originals(train: pd.DataFrame) -> pd.DataFrame:
+    """No offline augmentation (a group's ``augment: none``): the training part as it is, every
+    original once, no generated rows, the classes as many as the split gives them.
+
+    The same columns as :func:`plan_balanced`, so the store and training read it alike.
+    """
+    plan = _originals(train, "plan_originals")
+    for label, name in enumerate(DISPLAY_NAMES):
+        if not (plan["label"] == label).any():
+            raise ValueError(
+                f"plan_originals: class {name} (label {label}) has no training images: check "
+                "the split."
+            )
+    return plan
+
+
 def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.DataFrame:
     """Originals first (input order), then per class (Hem, ALL) target - n_c generated rows.
 
@@ -56,36 +102,11 @@ def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.D
     the plan does not depend on the input's row order), which uses each original floor or ceil
     of (target - n_c) / n_c times.
     """
-    missing = [c for c in TRAIN_COLUMNS if c not in train.columns]
-    if missing:
-        raise ValueError(f"plan_balanced: training manifest lacks column(s) {missing}")
-    clash = [c for c in (*PLAN_COLUMNS, "store_row") if c in train.columns]
-    if clash:
-        raise ValueError(
-            f"plan_balanced: input already has plan column(s) {clash}; pass the training split "
-            "manifest, not an augmented one"
-        )
+    originals = _originals(train, "plan_balanced")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"plan_balanced: seed must be a non-negative integer, got {seed!r}")
     if isinstance(target_per_class, bool) or not isinstance(target_per_class, int | np.integer):
         raise ValueError(f"target_per_class must be an integer, got {target_per_class!r}")
-    labels = set(pd.unique(train["label"]).tolist())
-    if not labels <= set(range(len(DISPLAY_NAMES))):
-        raise ValueError(
-            f"plan_balanced: labels must be 0 (Hem) or 1 (ALL); found {sorted(labels, key=str)}"
-        )
-    dup = train["image_id"][train["image_id"].duplicated()]
-    if len(dup):
-        raise ValueError(
-            f"plan_balanced: image_id must be unique; duplicated: {dup.head(5).tolist()} "
-            "(rerun the merge/split steps)"
-        )
-
-    originals = train.loc[:, list(train.columns)].reset_index(drop=True).copy()
-    originals["generated"] = False
-    originals["source_image_id"] = originals["image_id"].astype(str)
-    originals["aug_seed"] = np.int64(-1)
-    originals["aug_params"] = ""
 
     parts = [originals]
     for label, name in enumerate(DISPLAY_NAMES):
@@ -299,7 +320,7 @@ def _check_paths_column(df: pd.DataFrame, fn: str) -> None:
 def materialise(
     plan: pd.DataFrame,
     size: int,
-    cfg: AugmentConfig,
+    cfg: AugmentConfig | None,
     store_path: str | os.PathLike[str],
     workers: int = 1,
     progress: bool = False,
@@ -308,7 +329,8 @@ def materialise(
     """Write originals and augmented samples into the store in plan order.
 
     Returns the plan with ``aug_params`` (JSON of each generated row's params, "" for
-    originals) and ``store_row`` filled. Generated pixels are always drawn from ``aug_seed``.
+    originals) and ``store_row`` filled. Generated pixels are always drawn from ``aug_seed``;
+    a plan without generated rows (:func:`plan_originals`) needs no ``cfg``.
     Each source file must still have the ``sha256`` the index recorded (ChangedImageError).
     With ``workers`` > 1 the work runs in 'spawn' processes, which re-import the calling
     script: call this from under ``if __name__ == "__main__":``.
@@ -323,6 +345,8 @@ def materialise(
     seeds = plan["aug_seed"].astype(np.int64).to_numpy()
     if (seeds[generated] < 0).any():
         raise ValueError("materialise: generated rows need a non-negative aug_seed")
+    if cfg is None and generated.any():
+        raise ValueError("materialise: generated rows need the transforms' settings (cfg)")
     seeds = np.where(generated, seeds, -1)
     params_json = _fill_store(
         plan, seeds.tolist(), size, cfg, store_path, workers, progress, desc="augment",

@@ -55,15 +55,18 @@ class SweepData:
 
     @classmethod
     def from_augment_dir(cls, folder: str | os.PathLike[str]) -> SweepData:
-        """``results/<run>/augment/<split>/`` as written by the augment and resize rules."""
+        """A training store as written by the augment rule,
+        ``results/<run>/augment/<split>/<size>px/<augmentation>/``, and the validation store of
+        its size, which the resize rule writes one folder up."""
         d = Path(folder).resolve()
         data = cls(str(d / "train_balanced.parquet"), str(d / "train_pixels.npy"),
-                   str(d / "val.parquet"), str(d / "val_pixels.npy"))
+                   str(d.parent / "val.parquet"), str(d.parent / "val_pixels.npy"))
         missing = [Path(p).name for p in asdict(data).values() if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(
-                f"augment output incomplete in {d}: missing {', '.join(missing)}"
-                f"; build it first, e.g. snakemake --profile profiles/slurm {d}/train_pixels.npy"
+                f"augment output incomplete in {d} (validation: one folder up): missing"
+                f" {', '.join(missing)}; build it first, e.g. snakemake --profile profiles/slurm"
+                f" {d}/train_pixels.npy {d.parent}/val_pixels.npy"
             )
         return data
 

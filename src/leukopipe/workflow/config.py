@@ -16,8 +16,15 @@ import jsonschema
 import jsonschema.exceptions
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.preprocessing import (
+    Preprocessing,
+    PreprocessingError,
+    group_image_size,
+    group_preprocessing,
+    top_level,
+)
 from leukopipe.workflow.schema import fill_defaults, load_schema
-from leukopipe.workflow.split_modes import SPLIT_MODES, mode_of, parse_split_id
+from leukopipe.workflow.split_modes import SPLIT_MODES, parse_split_id
 
 # Keys that earlier versions had; the message says where the setting went.
 RETIRED_KEYS = {
@@ -63,15 +70,23 @@ def _allowed(err: jsonschema.exceptions.ValidationError) -> str:
             "minLength": lambda: "a non-empty string",
             "minItems": lambda: f"a list with at least {val} item(s)",
             "maxItems": lambda: f"a list with at most {val} item(s)",
-            "oneOf": lambda: " or ".join(
-                json.dumps(s["const"])
-                if "const" in s
-                else f"a {s.get('type')} >= {s.get('minimum', '')}"
-                for s in val
-            ),
+            "oneOf": lambda: " or ".join(_alternative(s) for s in val),
         }.get(v, lambda: err.message)()
     desc = schema.get("description")
     return f"{text} ({desc})" if desc else text
+
+
+def _alternative(schema: dict[str, Any]) -> str:
+    """One alternative of a ``oneOf``, in words: a constant, or a type with its bounds."""
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    kind = schema.get("type", "value")
+    text = f"{'an' if str(kind)[0] in 'aeiou' else 'a'} {kind}"
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    if "additionalProperties" in schema and "properties" in schema:
+        text += " with keys " + ", ".join(sorted(schema["properties"]))
+    return text
 
 
 def _format(err: jsonschema.exceptions.ValidationError) -> str:
@@ -114,13 +129,7 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
     if errors:
         # report the shallowest error first: a wrong section type explains the rest
         raise ConfigError(_format(jsonschema.exceptions.best_match(errors)))
-    for i, pair_key in ((0, "crop_scale"), (0, "crop_ratio"), (0, "scale"), (0, "blur_sigma")):
-        pair = config["augment"]["transforms"][pair_key]
-        if not (0 <= pair[i] <= pair[1]):
-            raise ConfigError(
-                f"config error: augment.transforms.{pair_key} = {json.dumps(pair)} is not allowed;"
-                " expected [low, high] with 0 <= low <= high"
-            )
+    _check_pairs(config["augment"]["transforms"], "augment.transforms")
     cps = config["data"]["synthetic"]["cells_per_subject"]
     if cps[0] > cps[1]:
         raise ConfigError(
@@ -133,10 +142,34 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
             " expected the archive's URL"
         )
     _check_split_modes(config)
+    _check_preprocessing(config)
     _check_ensembles(config)
     if check_backbones:
         _check_backbones(config)
     return config
+
+
+def _check_pairs(transforms: dict[str, Any], where: str) -> None:
+    for pair_key in ("crop_scale", "crop_ratio", "scale", "blur_sigma"):
+        pair = transforms.get(pair_key)
+        if pair is not None and not (0 <= pair[0] <= pair[1]):
+            raise ConfigError(
+                f"config error: {where}.{pair_key} = {json.dumps(pair)} is not allowed;"
+                " expected [low, high] with 0 <= low <= high"
+            )
+
+
+def _check_preprocessing(config: dict[str, Any]) -> None:
+    """Each group's preprocessing resolves: its own transform ranges are ordered, and
+    ``image_size: pretrained`` names one size (the backbones agree)."""
+    for gi, group in enumerate(config["experiments"]):
+        override = group["augment"]
+        if isinstance(override, dict) and "transforms" in override:
+            _check_pairs(override["transforms"], f"experiments[{gi}].augment.transforms")
+        try:
+            group_image_size(config, gi)
+        except PreprocessingError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _check_split_modes(config: dict[str, Any]) -> None:
@@ -189,11 +222,42 @@ def _check_backbones(config: dict[str, Any]) -> None:
                     f"config error: experiments[{gi}].backbones[{bi}] = {json.dumps(name)} is not"
                     f" allowed; expected a timm model name{hint}"
                 )
+    _check_patch_grids(config)
+
+
+def _check_patch_grids(config: dict[str, Any]) -> None:
+    """A vision transformer sees whole patches: its group's image size must be a multiple of
+    its patch size (timm would silently crop the rest)."""
+    import timm
+
+    from leukopipe.train.models import input_size
+
+    checked: set[tuple[str, int]] = set()
+    for gi, group in enumerate(config["experiments"]):
+        size = group_image_size(config, gi)
+        for name in group["backbones"]:
+            cfg = timm.models.get_pretrained_cfg(name)
+            if cfg is None or not cfg.fixed_input_size or (name, size) in checked:
+                continue  # a CNN takes any size; only fixed-size models have a patch grid
+            checked.add((name, size))
+            try:
+                input_size(name, size)
+            except ValueError as exc:
+                key = (
+                    f"experiments[{gi}].image_size"
+                    if group["image_size"] is not None
+                    else "augment.image_size"
+                )
+                raise ConfigError(
+                    f"config error: {key} = {size} is not allowed for {name} (group"
+                    f" {group['name']}): {exc}"
+                ) from None
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One training job: backbone x fine-tuning strategy x seed, on one split."""
+    """One training job: backbone x fine-tuning strategy x seed, on one split, with its group's
+    preprocessing (the pixel stores it reads) and layer-wise lr decay (full fine-tuning only)."""
 
     name: str
     group: str
@@ -202,6 +266,8 @@ class Experiment:
     strategy: str
     partial_stages: int
     seed: int
+    preprocessing: Preprocessing
+    layer_decay: float | None = None
     fold: int | None = None  # cross-validation fold (split ``cv<k>-f<fold>``), else None
 
 
@@ -213,38 +279,83 @@ def experiment_name(
     seed: int,
     *,
     lr: float | None = None,
+    layer_decay: float | None = None,
+    preprocessing: str | None = None,
 ) -> str:
     """A stable, path-safe identifier such as ``image.resnet18.partial2.s0``.
 
     The pipeline's experiments name their split; the sweep's points (one split, several
     learning rates) leave it out and name the rate instead: ``resnet18.partial2.lr0.0003.s1``.
+    A layer decay (``ld0.75``) or a preprocessing id (``224px-none``) is named only when it is
+    not the run's default, so the default experiments keep their names.
     """
     strat = f"partial{partial_stages}" if strategy == "partial" else strategy
     parts = [split] if split else []
-    parts += [backbone, strat] + ([f"lr{lr:g}"] if lr is not None else [])
+    parts += [backbone, strat]
+    parts += [f"ld{layer_decay:g}"] if layer_decay is not None else []
+    parts += [preprocessing] if preprocessing is not None else []
+    parts += [f"lr{lr:g}"] if lr is not None else []
     return ".".join([*parts, f"s{seed}"])
 
 
-def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
-    """The experiment grid, keyed by name; groups that list the same job share it."""
-    out: dict[str, Experiment] = {}
-    for group in config["experiments"]:
-        mode = SPLIT_MODES[group["split"]]
-        # a cross-validated group is k ordinary experiments, one per fold's split
-        splits = mode.split_ids(int(config["split"]["folds"]))
-        stages = int(group["partial_stages"])
-        for split in splits:
-            fold = parse_split_id(split)[1] if mode.k_fold else None
-            for backbone in group["backbones"]:
-                for strategy in group["strategies"]:
-                    for seed in group["seeds"]:
-                        name = experiment_name(split, backbone, strategy, stages, seed)
-                        out.setdefault(
-                            name,
-                            Experiment(
-                                name, group["name"], split, backbone, strategy, stages, seed, fold
-                            ),
+def _effective_layer_decay(value: float | None) -> float | None:
+    """1 (no decay) and null are the same training: off."""
+    return None if value is None or float(value) == 1.0 else float(value)
+
+
+def group_experiments(config: dict[str, Any], index: int) -> list[Experiment]:
+    """The experiments group ``index`` lists: its grid over splits (every fold of a k-fold
+    mode), backbones, strategies and seeds."""
+    group = config["experiments"][index]
+    mode = SPLIT_MODES[group["split"]]
+    # a cross-validated group is k ordinary experiments, one per fold's split
+    splits = mode.split_ids(int(config["split"]["folds"]))
+    stages = int(group["partial_stages"])
+    prep = group_preprocessing(config, index)
+    default_prep = top_level(config)
+    default_decay = _effective_layer_decay(config["train"]["layer_decay"])
+    own_decay = group["layer_decay"]
+    decay = default_decay if own_decay is None else _effective_layer_decay(own_decay)
+    out = []
+    for split in splits:
+        fold = parse_split_id(split)[1] if mode.k_fold else None
+        for backbone in group["backbones"]:
+            for strategy in group["strategies"]:
+                # only full fine-tuning has layers below the head that train
+                exp_decay = decay if strategy == "full" else None
+                decay_tag = None
+                if exp_decay != (default_decay if strategy == "full" else None):
+                    decay_tag = 1.0 if exp_decay is None else exp_decay
+                prep_tag = prep.id if prep.id != default_prep.id else None
+                for seed in group["seeds"]:
+                    name = experiment_name(
+                        split, backbone, strategy, stages, seed,
+                        layer_decay=decay_tag, preprocessing=prep_tag,
+                    )
+                    out.append(
+                        Experiment(
+                            name, group["name"], split, backbone, strategy, stages, seed,
+                            prep, exp_decay, fold,
                         )
+                    )
+    return out
+
+
+def expand_experiments(config: dict[str, Any]) -> dict[str, Experiment]:
+    """The experiment grid, keyed by name; groups that list the same job share it (the name
+    holds everything that tells two jobs apart)."""
+    out: dict[str, Experiment] = {}
+    for index in range(len(config["experiments"])):
+        for exp in group_experiments(config, index):
+            out.setdefault(exp.name, exp)
+    return out
+
+
+def preprocessings(config: dict[str, Any]) -> dict[str, Preprocessing]:
+    """Every preprocessing some experiment uses, keyed by its id."""
+    out: dict[str, Preprocessing] = {}
+    for exp in expand_experiments(config).values():
+        out.setdefault(exp.preprocessing.id, exp.preprocessing)
     return out
 
 
@@ -255,27 +366,15 @@ def ensemble_members(config: dict[str, Any], ensemble: dict[str, Any]) -> dict[s
     cross-validated group gives one ensemble per fold, pooled later like single models.
     """
     groups = set(ensemble.get("groups", []))
-    named = set(ensemble.get("experiments", []))
+    chosen = set(ensemble.get("experiments", []))
+    for index, group in enumerate(config["experiments"]):
+        if group["name"] in groups:
+            chosen |= {e.name for e in group_experiments(config, index)}
     out: dict[str, list[str]] = {}
     for name, exp in sorted(expand_experiments(config).items()):
-        if name in named or any(
-            g["name"] in groups and _in_group(exp, g, config) for g in config["experiments"]
-        ):
+        if name in chosen:
             out.setdefault(exp.split, []).append(name)
     return out
-
-
-def _in_group(exp: Experiment, group: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Whether ``group`` lists ``exp`` (an experiment may be listed by several groups)."""
-    split_ok = mode_of(exp.split).name == group["split"]
-    stages_ok = exp.strategy != "partial" or exp.partial_stages == group["partial_stages"]
-    return (
-        split_ok
-        and stages_ok
-        and exp.backbone in group["backbones"]
-        and exp.strategy in group["strategies"]
-        and exp.seed in group["seeds"]
-    )
 
 
 def ensemble_name(split: str, name: str) -> str:

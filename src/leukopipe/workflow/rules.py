@@ -9,12 +9,31 @@ import json
 import shlex
 from typing import Any
 
-from leukopipe.workflow.config import expand_ensembles, expand_experiments, used_splits
+from leukopipe.workflow.config import (
+    Experiment,
+    expand_ensembles,
+    expand_experiments,
+    preprocessings,
+    used_splits,
+)
 
 
 def results_dir(config: dict[str, Any]) -> str:
     """Every output of a run lives under results/<run>/ so runs never overwrite each other."""
     return f"results/{config['run']}"
+
+
+def train_store_dir(config: dict[str, Any], exp: Experiment) -> str:
+    """Folder of the training manifest and pixel store ``exp`` reads: keyed by its split and
+    preprocessing (e.g. ``augment/official/224px/none``), so groups that preprocess alike share
+    it and groups that do not never meet."""
+    return f"{results_dir(config)}/augment/{exp.split}/{exp.preprocessing.train_dir}"
+
+
+def eval_store_dir(config: dict[str, Any], exp: Experiment) -> str:
+    """Folder of the validation and test stores ``exp`` reads: resized only, so keyed by its
+    split and image size alone (e.g. ``augment/official/224px``)."""
+    return f"{results_dir(config)}/augment/{exp.split}/{exp.preprocessing.size_dir}"
 
 
 def as_json(obj: Any) -> str:
@@ -131,6 +150,8 @@ def experiment_record(config: dict[str, Any], name: str) -> dict[str, Any]:
         "strategy": exp.strategy,
         "partial_stages": exp.partial_stages,
         "seed": exp.seed,
+        "preprocessing": exp.preprocessing.id,
+        "layer_decay": exp.layer_decay,
         "run": config["run"],
         "dataset": dataset_label(config),
         # only cross-validated experiments carry a fold
@@ -140,14 +161,17 @@ def experiment_record(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 def train_provenance(config: dict[str, Any], name: str) -> dict[str, Any]:
     """What a checkpoint records besides its own settings: the experiment and the settings of
-    every step before training (data, split, augmentation, weights), locations included.
+    every step before training (data, split, its preprocessing, weights), locations included.
 
     Provenance only: the training rule passes it as a param computed from its input, which
     Snakemake does not compare between runs; the upstream steps' own params decide reruns.
     """
+    exp = expand_experiments(config)[name]
     return {
         "experiment": experiment_record(config, name),
-        "config": {k: config[k] for k in ("data", "split", "augment", "weights", "train")},
+        # the group's own preprocessing, not the top-level augment section it may override
+        "preprocessing": exp.preprocessing.record(),
+        "config": {k: config[k] for k in ("data", "split", "weights", "train")},
     }
 
 
@@ -173,6 +197,7 @@ __all__ = [
     "comparison_metrics",
     "dataset_label",
     "ensemble_meta",
+    "eval_store_dir",
     "evaluate_outputs",
     "expand_ensembles",
     "expand_experiments",
@@ -181,8 +206,10 @@ __all__ = [
     "gradcam_grids",
     "gradcam_options",
     "output_flags",
+    "preprocessings",
     "results_dir",
     "train_provenance",
+    "train_store_dir",
     "used_splits",
     "weights_record",
 ]
