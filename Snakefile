@@ -36,6 +36,7 @@ localrules:
     fetch_weights,
     compare,
     ensemble,
+    pool_folds,
     report,
 
 

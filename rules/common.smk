@@ -21,6 +21,7 @@ from leukopipe.workflow.rules import (
     evaluate_outputs,
     expand_ensembles,
     expand_experiments,
+    expand_pooled,
     experiment_record,
     final_targets,
     gradcam_grids,
@@ -40,6 +41,7 @@ EXPERIMENTS = expand_experiments(config)
 # every preprocessing some group uses, by id (e.g. 224px-bal10000, 224px-none)
 PREPROCESSINGS = preprocessings(config)
 ENSEMBLES = expand_ensembles(config)
+POOLED = expand_pooled(config)
 # file hashes of the raw copy, keyed by size and mtime (never written under the raw folder)
 RAW_HASH_CACHE = Path(RESULTS) / "data" / CACHE_NAME
 
@@ -250,6 +252,17 @@ def get_member_dirs(wildcards):
 
 def get_ensemble_json(wildcards):
     return as_json(ensemble_meta(config, wildcards.ens))
+
+
+# ------------------------------------------------------------------------------ pooled folds
+
+
+def get_pooled_predictions(wildcards):
+    return POOLED[wildcards.pooled]["predictions"]
+
+
+def get_pooled_metrics(wildcards):
+    return POOLED[wildcards.pooled]["metrics"]
 
 
 # ------------------------------------------------------------------------------ tables

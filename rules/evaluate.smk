@@ -94,3 +94,31 @@ rule ensemble:
         " --val-predictions-out {output.val_predictions}"
         " --metrics-out {output.metrics}"
         " 2> {log}"
+
+
+rule pool_folds:
+    input:
+        predictions=get_pooled_predictions,
+        metrics=get_pooled_metrics,
+    output:
+        predictions=f"{RESULTS}/eval/{{pooled}}/predictions.parquet",
+        metrics=f"{RESULTS}/eval/{{pooled}}/metrics.json",
+    log:
+        f"{RESULTS}/logs/pool_folds/{{pooled}}.log",
+    wildcard_constraints:
+        pooled=r"[^/]+\.pooled",
+    conda:
+        "../envs/train.yaml"
+    params:
+        threshold=config["evaluate"]["threshold"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        code=get_code("pool_folds"),
+    shell:
+        "python scripts/pool_folds.py"
+        " --member-predictions {input.predictions}"
+        " --member-metrics {input.metrics}"
+        " --threshold {params.threshold}"
+        " --bootstrap {params.bootstrap}"
+        " --predictions-out {output.predictions}"
+        " --metrics-out {output.metrics}"
+        " 2> {log}"

@@ -52,15 +52,11 @@ rule compare:
     params:
         tables=get_tables_dir,
         figures=get_figures_dir,
-        threshold=config["evaluate"]["threshold"],
-        bootstrap=config["evaluate"]["bootstrap"],
         code=get_code("compare"),
     shell:
         "python scripts/compare.py"
         " --metrics {input.metrics}"
         " --audits {input.audits}"
-        " --threshold {params.threshold}"
-        " --bootstrap {params.bootstrap}"
         " --tables-dir {params.tables}"
         " --figures-dir {params.figures}"
         " 2> {log}"

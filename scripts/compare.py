@@ -3,9 +3,10 @@
 
 Reads metrics.json files (with predictions.parquet and history.parquet beside each) and the
 split audits (audit.json: each test set's protocol and leakage counts), and writes
-tables/comparison.{md,csv,tex} plus rows.parquet and figures/*.png. Cross-validation folds are
-pooled out of fold from their stored predictions here. A copied results/<run>/eval/ tree and
-results/<run>/splits/*/audit.json are all it needs.
+tables/comparison.{md,csv,tex} plus rows.parquet and figures/*.png. Cross-validated models come
+with their out-of-fold pools (the pool_folds step's metrics.json); nothing is computed here but
+tables and figures. A copied results/<run>/eval/ tree and results/<run>/splits/*/audit.json are
+all it needs.
 """
 
 from __future__ import annotations
@@ -41,25 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tables-dir", required=True, type=Path, help="folder for comparison.{md,csv,tex}"
     )
     p.add_argument("--figures-dir", required=True, type=Path, help="folder for the PNG figures")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        required=True,
-        help="probability of ALL from which a cell is called ALL (pooled folds)",
-    )
-    p.add_argument(
-        "--bootstrap", type=int, required=True, help="bootstrap resamples for pooled folds' CIs"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     args = p.parse_args(argv)
 
-    records = compare.load_records(args.metrics)
-    rows, pooled_preds = compare.with_pooled(
-        records, threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed
-    )
+    rows = compare.flat_rows(compare.load_records(args.metrics))
     rows = protocol.with_audits(rows, protocol.load_audits(args.audits))
     tables.write(rows, args.tables_dir)
-    figures.comparison_figures(rows, pooled_preds, args.figures_dir)
+    figures.comparison_figures(rows, args.figures_dir)
     log.info("compared %d experiment(s): %s", len(rows), args.tables_dir / "comparison.md")
     return 0
 

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 from report_fixtures import split_audit
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate import metrics
 from leukopipe.evaluate.ensemble import soft_vote
 from leukopipe.evaluate.eval_record import build_record, pooled_record
+from leukopipe.evaluate.pooled_folds import load_parts, pool
 from leukopipe.report import compare, protocol
 
 
@@ -90,8 +92,16 @@ def test_compare_pools_cv_folds_into_mean_std_and_out_of_fold_rows(tmp_path):
         for f in range(3)
     ]
     paths.append(write_eval(tmp_path, "image.resnet18.frozen.s0", "image", manifest("i"), 7))
-    rows, pooled = compare.with_pooled(compare.load_records(paths), n_boot=50)
-    assert list(pooled) == ["cv3.resnet18.frozen.s0.pooled"]
+    # the pool_folds step, folds given in any order
+    preds = [p.parent / "predictions.parquet" for p in paths[:3]]
+    pooled_pred, pooled = pool(load_parts(preds[::-1], paths[:3][::-1]), threshold=0.5, n_boot=50)
+    assert pooled["experiment"]["name"] == "cv3.resnet18.frozen.s0.pooled"
+    assert pooled["experiment"]["folds"] == [f"cv3-f{f}.resnet18.frozen.s0" for f in range(3)]
+    out = tmp_path / pooled["experiment"]["name"]
+    out.mkdir()
+    pooled_pred.to_parquet(out / "predictions.parquet")
+    (out / "metrics.json").write_text(json.dumps(pooled))
+    rows = compare.flat_rows(compare.load_records([*paths, out / "metrics.json"]))
     audits = {
         f"cv3-f{f}": split_audit(f"cv3-f{f}", list(manifest(f"f{f}_")["subject"].unique()))
         for f in range(3)
@@ -129,5 +139,5 @@ def test_compare_pools_cv_folds_into_mean_std_and_out_of_fold_rows(tmp_path):
         "subject-disjoint (cross-validation folds: 18 test subjects, none in training)",
     }
     # an incomplete set of folds is not pooled (it would not cover every subject)
-    rows2, pooled2 = compare.with_pooled(compare.load_records(paths[1:]), n_boot=50)
-    assert pooled2 == {} and not rows2["pooled"].any()
+    with pytest.raises(InvalidInputError, match="all 3 folds of cv3"):
+        load_parts(preds[1:], paths[1:3])

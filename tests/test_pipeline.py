@@ -43,6 +43,8 @@ def test_all_outputs_exist_and_say_what_they_are(done):
         "splits/cv2-f0/audit.json",
         "splits/cv2-f1/audit.json",
         "eval/official.ensemble-seeds/metrics.json",
+        "eval/cv2.resnet18.frozen.s0.pooled/metrics.json",
+        "eval/cv2.resnet18.frozen.s0+tta.pooled/metrics.json",
         "eval/cv2-f1.resnet18.frozen.32px-none.s0/tta_metrics.json",
         "eval/image.resnet18.full.s0/gradcam.png",
         "tables/comparison.md",
@@ -122,7 +124,7 @@ def _with(ws: Path, mutate) -> dict[str, int]:
 
 def test_learning_rate_reruns_training_and_below_only(done):
     jobs = _with(done, lambda c: c["train"].update(lr=5e-4))
-    assert jobs == {"train": 5, "evaluate": 5, "ensemble": 1, "compare": 1, "report": 1, "all": 1}
+    assert jobs == EVERYTHING_BELOW_TRAIN
 
 
 def test_augmentation_parameter_reruns_augment_and_below_not_merge_or_split(done):
@@ -156,7 +158,9 @@ def test_one_groups_preprocessing_reruns_that_group_only(done, group, change, ex
 
 def test_evaluation_setting_reruns_evaluation_only(done):
     jobs = _with(done, lambda c: c["evaluate"].update(bootstrap=60))
-    assert jobs == {"evaluate": 5, "ensemble": 1, "compare": 1, "report": 1, "all": 1}
+    # the cross-validated group's pools (plain and TTA) are scored again too
+    assert jobs == {"evaluate": 5, "ensemble": 1, "pool_folds": 2, "compare": 1, "report": 1,
+                    "all": 1}
 
 
 def test_more_folds_add_new_fold_jobs_only(done):
@@ -168,6 +172,7 @@ def test_more_folds_add_new_fold_jobs_only(done):
         "resize": 6,
         "train": 3,
         "evaluate": 3,
+        "pool_folds": 2,  # new pools: cv3.* (plain and TTA)
         "compare": 1,
         "report": 1,
         "all": 1,
@@ -189,8 +194,8 @@ def test_worker_counts_rerun_nothing(done):
     assert planned_jobs(done, "--set-threads", *threads) == {}
 
 
-EVERYTHING_BELOW_TRAIN = {"train": 5, "evaluate": 5, "ensemble": 1, "compare": 1, "report": 1,
-                          "all": 1}
+EVERYTHING_BELOW_TRAIN = {"train": 5, "evaluate": 5, "ensemble": 1, "pool_folds": 2, "compare": 1,
+                          "report": 1, "all": 1}
 
 
 def _planned_after_edit(ws: Path, rel: str, text: str) -> dict[str, int]:
@@ -234,7 +239,8 @@ def test_comments_and_docstrings_rerun_nothing(done, rel):
 
 def test_semantic_edit_of_metrics_reruns_evaluation_and_below_only(done):
     jobs = _planned_after_edit(done, "src/leukopipe/evaluate/metrics.py", SEMANTIC_EDIT)
-    assert jobs == {"evaluate": 5, "ensemble": 1, "compare": 1, "report": 1, "all": 1}
+    assert jobs == {"evaluate": 5, "ensemble": 1, "pool_folds": 2, "compare": 1, "report": 1,
+                    "all": 1}
 
 
 def test_semantic_edit_of_the_training_loop_reruns_training_and_below_only(done):

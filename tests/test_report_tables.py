@@ -282,7 +282,7 @@ def test_compare_step_writes_every_table_section_and_figure(tmp_path):
     ]
     audits = write_audits(tmp_path / "splits", list(AUDITS.values()))
     args = ["--metrics", *map(str, metrics), "--tables-dir", str(tmp_path / "tables"),
-            "--figures-dir", str(tmp_path / "figures"), "--threshold", "0.5", "--bootstrap", "20"]
+            "--figures-dir", str(tmp_path / "figures")]
     assert step.main([*args, "--audits", *map(str, audits)]) == 0
     md = (tmp_path / "tables" / "comparison.md").read_text()
     for cap in captions.TABLES.values():

@@ -7,8 +7,8 @@ the assembled report tables ``leukopipe.report.tables``.
 
 Rows are single models, their test-time-augmented variants (``+tta``), soft-voting ensembles,
 and cross-validation folds (split ``cv<k>-f<i>``). Folds are summarised twice: mean ± std over
-folds, and one pooled out-of-fold row computed from the folds' stored predictions (every
-labelled image tested once) with the same metrics and subject-bootstrap intervals.
+folds here, and their out-of-fold pool (split ``cv<k>``, every labelled image tested once),
+which the pool_folds step scored from the folds' stored predictions.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leukopipe.evaluate import eval_record as records_mod
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
 from leukopipe.report.protocol import group_protocol
 from leukopipe.workflow.split_modes import family, parse_split_id
@@ -162,55 +161,6 @@ def split_label(r: Any) -> str:
     if r.fold is not None and not pd.isna(r.fold):
         return f"{r.family} folds (mean ± std)"
     return str(r.split)
-
-
-def pool_folds(
-    rows: pd.DataFrame, *, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
-) -> list[dict[str, Any]]:
-    """One out-of-fold record per cross-validated model and seed, from the folds' predictions.
-
-    Only complete sets of folds are pooled (a partial set would not cover every subject).
-    """
-    out = []
-    folds = rows[rows["fold"].notna() & ~rows["pooled"]]
-    for (fam, model, _seed), g in folds.groupby(["family", "model", "seed"], dropna=False):
-        k = parse_split_id(str(g["split"].iloc[0]))[0]
-        if sorted(g["fold"].astype(int)) != list(range(k)):
-            continue
-        parts = []
-        for r in g.sort_values("fold").itertuples():
-            rec = json.loads(Path(r.metrics_file).read_text(encoding="utf-8"))
-            parts.append((pd.read_parquet(r.predictions_file), rec))
-        _, pooled = records_mod.pooled_record(parts, threshold=threshold, n_boot=n_boot, seed=seed)
-        first = parts[0][1].get("experiment", {})
-        pooled["experiment"] = {
-            **first,
-            "name": f"{fam}.{first.get('name', model).split('.', 1)[-1]}.pooled",
-            "split": fam,
-            "family": fam,
-            "pooled": True,
-            "folds": [r.experiment for r in g.sort_values("fold").itertuples()],
-        }
-        pooled["training"] = {}
-        pooled["_path"] = str(g["metrics_file"].iloc[0])
-        pooled["_predictions"] = pd.concat([p for p, _ in parts], ignore_index=True)
-        out.append(pooled)
-    return out
-
-
-def with_pooled(
-    records: list[dict[str, Any]], *, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """All rows (folds pooled into extra rows) and the pooled rows' predictions by name."""
-    rows = flat_rows(records)
-    pooled = pool_folds(rows, threshold=threshold, n_boot=n_boot, seed=seed)
-    if not pooled:
-        return rows, {}
-    prows = flat_rows(pooled)
-    prows["metrics_file"] = None
-    prows["predictions_file"] = None
-    preds = {r["experiment"]["name"]: r["_predictions"] for r in pooled}
-    return pd.concat([rows, prows], ignore_index=True), preds
 
 
 def pct(x: Any) -> float | None:

@@ -213,19 +213,12 @@ def gradcam_single_figure(
     _save(fig, path)
 
 
-def comparison_figures(
-    rows: pd.DataFrame, pooled_preds: Mapping[str, pd.DataFrame], folder: str | Path
-) -> list[Path]:
+def comparison_figures(rows: pd.DataFrame, folder: str | Path) -> list[Path]:
     """Every figure of the comparison under ``folder``: whole test protocols (single folds are
     drawn through their pooled row), training curves of the trained models."""
     folder = Path(folder)
     shown = rows[rows["fold"].isna() | rows["pooled"]]
-    preds = {
-        r.experiment: (
-            pooled_preds[r.experiment] if r.pooled else pd.read_parquet(r.predictions_file)
-        )
-        for r in shown.itertuples()
-    }
+    preds = {r.experiment: pd.read_parquet(r.predictions_file) for r in shown.itertuples()}
     trained = rows[(rows["variant"] == "single") & ~rows["pooled"]]
     hist = {
         r.experiment: pd.read_parquet(Path(r.metrics_file).parent / "history.parquet")

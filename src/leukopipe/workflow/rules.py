@@ -16,6 +16,7 @@ from leukopipe.workflow.config import (
     preprocessings,
     used_splits,
 )
+from leukopipe.workflow.split_modes import parse_split_id, pooled_name
 
 
 def results_dir(config: dict[str, Any]) -> str:
@@ -105,14 +106,49 @@ def gradcam_options(config: dict[str, Any]) -> str:
 
 
 def comparison_metrics(config: dict[str, Any]) -> list[str]:
-    """Every metrics.json the comparison reads: experiments, their TTA variants, ensembles."""
+    """Every metrics.json the comparison reads: experiments, their TTA variants, ensembles and
+    the out-of-fold pools of the cross-validated ones."""
     r = results_dir(config)
     names = sorted(expand_experiments(config))
     out = [f"{r}/eval/{n}/metrics.json" for n in names]
     if tta_enabled(config):
         out += [f"{r}/eval/{n}/tta_metrics.json" for n in names]
     out += [f"{r}/eval/{e}/metrics.json" for e in sorted(expand_ensembles(config))]
+    out += [f"{r}/eval/{p}/metrics.json" for p in sorted(expand_pooled(config))]
     return out
+
+
+def expand_pooled(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every out-of-fold pool: name -> the eval/ files of its folds (predictions and
+    metrics.json, in fold order). One per cross-validated experiment, its TTA variant when TTA
+    is on, and each ensemble whose members are folds."""
+    r = results_dir(config)
+    members: dict[str, list[tuple[int, str, str, str]]] = {}
+
+    def add(name: str, split: str, fold: int, predictions: str, metrics: str) -> None:
+        members.setdefault(pooled_name(name, split), []).append(
+            (fold, name, f"{r}/eval/{name}/{predictions}", f"{r}/eval/{name}/{metrics}")
+        )
+
+    for name, exp in expand_experiments(config).items():
+        if exp.fold is None:
+            continue
+        add(name, exp.split, exp.fold, "predictions.parquet", "metrics.json")
+        if tta_enabled(config):
+            # the TTA record is named <experiment>+tta, so its pool is <pool of it>+tta
+            add(f"{name}+tta", exp.split, exp.fold, "tta_predictions.parquet", "tta_metrics.json")
+    for name, ens in expand_ensembles(config).items():
+        parsed = parse_split_id(ens["split"])
+        if parsed is not None:
+            add(name, ens["split"], parsed[1], "predictions.parquet", "metrics.json")
+    return {
+        pooled: {
+            "members": [m for _, m, _, _ in sorted(folds)],
+            "predictions": [p for _, _, p, _ in sorted(folds)],
+            "metrics": [m for _, _, _, m in sorted(folds)],
+        }
+        for pooled, folds in sorted(members.items())
+    }
 
 
 def gradcam_grids(config: dict[str, Any]) -> list[str]:
@@ -201,6 +237,7 @@ __all__ = [
     "evaluate_outputs",
     "expand_ensembles",
     "expand_experiments",
+    "expand_pooled",
     "experiment_record",
     "final_targets",
     "gradcam_grids",

@@ -141,3 +141,12 @@ def describe_split(split: str) -> str:
         return SPLIT_MODES[split].describe()
     parts = _k_fold_parts(split)
     return parts[0].describe(parts[1]) if parts else split
+
+
+POOLED_SUFFIX = ".pooled"
+
+
+def pooled_name(member: str, split: str) -> str:
+    """Identifier of a cross-validation pooled out of fold: ``cv5.resnet18.full.s0.pooled`` for
+    its fold ``cv5-f3.resnet18.full.s0`` (the same for every fold)."""
+    return family(split) + member[len(split):] + POOLED_SUFFIX
