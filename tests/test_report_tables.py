@@ -300,3 +300,38 @@ def test_deviations_say_so_when_no_model_was_pretrained():
     rows = protocol.with_audits(compare.flat_rows(recs), AUDITS)
     text = next(i for i in deviations(rows) if i.startswith("Pretrained weights"))
     assert text.startswith("Pretrained weights: none; every model here trains at 64 px from")
+
+
+def test_cross_validated_models_side_by_side_with_the_benchmark_reference():
+    """Table 7: every pooled cross-validation (Study C beside Study A), same columns, and the
+    leakage-aware benchmark as the reference row in the columns of its own metrics."""
+    folds = [f"cv3-f{f}" for f in range(3)]
+    audits = {s: split_audit(s, SUBJECTS[f::3], seed=f) for f, s in enumerate(folds)}
+    recs = []
+    for backbone, prep, acc in (("resnet50", "224px-bal10000", 0.81),
+                                ("convnext_tiny", "224px-none", 0.86)):
+        for s in folds:
+            rec = record(s, backbone, "full", acc=acc)
+            rec["experiment"]["preprocessing"] = prep
+            recs.append(rec)
+        pooled = record("cv3", backbone, "full", acc=acc)
+        pooled["experiment"].update(pooled=True, family="cv3", preprocessing=prep,
+                                    name=f"cv3.{backbone}.full.s0.pooled")
+        recs.append(pooled)
+    rows = protocol.with_audits(compare.flat_rows(recs), audits)
+    table = literature.cross_validation_table(rows)
+    ours = table[table["Source"] == "this project"]
+    assert list(ours["Model"]) == ["convnext_tiny (full) · 224px-none",
+                                   "resnet50 (full) · 224px-bal10000"]  # pools only, no folds
+    assert set(ours["Protocol"]) == {
+        "subject-disjoint (cross-validation folds: 12 test subjects, none in training)"}
+    assert ours["Accuracy"].str.startswith(("86.00 [", "81.00 [")).all()
+    ref = table[table["Source"] == "leakage-aware benchmark (published)"].iloc[0]
+    bench = load_published()["leakage_aware_benchmark"]
+    assert ref["AUC"] == f"{100 * bench['auroc']:.2f}"
+    assert ref["Sensitivity (ALL recall)"] == f"{100 * bench['sensitivity']:.2f}"
+    assert ref["Specificity"] == f"{100 * bench['specificity']:.2f}"
+    assert ref["Accuracy"] == ref["F1 (ALL)"] == "–"  # not published: never filled in
+    assert list(table.columns[4:]) == ["Accuracy", "Precision (ALL)",
+                                       "Sensitivity (ALL recall)", "Specificity", "F1 (ALL)",
+                                       "AUC", "Macro-F1", "Weighted F1"]

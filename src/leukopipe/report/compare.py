@@ -85,6 +85,8 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "strategy": exp.get("strategy", tr.get("strategy")),
             "partial_stages": exp.get("partial_stages"),
             "seed": exp.get("seed"),
+            "preprocessing": exp.get("preprocessing"),
+            "layer_decay": exp.get("layer_decay"),
             "dataset": exp.get("dataset"),
             "n_test": rec["n_test"],
             "n_test_all": rec["metrics"]["n_all"],
@@ -151,7 +153,13 @@ def row_label(r: Any) -> str:
         n = "" if r.n_members is None or pd.isna(r.n_members) else f" of {int(r.n_members)}"
         return f"ensemble {r.ensemble} (soft vote{n})"
     label = model_label(r.backbone, r.strategy, r.partial_stages)
-    return f"{label} + TTA x8" if r.variant == "tta" else label
+    label = f"{label} + TTA x8" if r.variant == "tta" else label
+    # what else tells two runs of one backbone apart: the group's preprocessing, layer decay
+    if isinstance(r.preprocessing, str) and r.preprocessing:
+        label += f" · {r.preprocessing}"
+    if r.layer_decay is not None and not pd.isna(r.layer_decay):
+        label += f" · layer decay {float(r.layer_decay):g}"
+    return label
 
 
 def split_label(r: Any) -> str:

@@ -56,6 +56,7 @@ def build(rows: pd.DataFrame) -> list[Table]:
         _table("subjects", subject_level_table(rows)),
         _table("honest", literature.honest_table(rows)),
         _table("leakage", literature.leakage_table(rows)),
+        _table("cross_validation", literature.cross_validation_table(rows)),
     ]
 
 
