@@ -125,22 +125,23 @@ def expand_pooled(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     r = results_dir(config)
     members: dict[str, list[tuple[int, str, str, str]]] = {}
 
-    def add(name: str, split: str, fold: int, predictions: str, metrics: str) -> None:
-        members.setdefault(pooled_name(name, split), []).append(
-            (fold, name, f"{r}/eval/{name}/{predictions}", f"{r}/eval/{name}/{metrics}")
+    def add(record: str, folder: str, split: str, fold: int, prefix: str = "") -> None:
+        members.setdefault(pooled_name(record, split), []).append(
+            (fold, record, f"{r}/eval/{folder}/{prefix}predictions.parquet",
+             f"{r}/eval/{folder}/{prefix}metrics.json")
         )
 
     for name, exp in expand_experiments(config).items():
         if exp.fold is None:
             continue
-        add(name, exp.split, exp.fold, "predictions.parquet", "metrics.json")
+        add(name, name, exp.split, exp.fold)
         if tta_enabled(config):
-            # the TTA record is named <experiment>+tta, so its pool is <pool of it>+tta
-            add(f"{name}+tta", exp.split, exp.fold, "tta_predictions.parquet", "tta_metrics.json")
+            # the TTA record (beside the plain one) is named <experiment>+tta
+            add(f"{name}+tta", name, exp.split, exp.fold, prefix="tta_")
     for name, ens in expand_ensembles(config).items():
         parsed = parse_split_id(ens["split"])
         if parsed is not None:
-            add(name, ens["split"], parsed[1], "predictions.parquet", "metrics.json")
+            add(name, name, ens["split"], parsed[1])
     return {
         pooled: {
             "members": [m for _, m, _, _ in sorted(folds)],
