@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.tools import benchmark as bm
 from leukopipe.workflow import atomic, cli
 
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+        raise InvalidInputError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     command = "python scripts/benchmark.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     info = bm.machine_info()
     rows: list[bm.Row] = []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import load_classifier
 from leukopipe.evaluate.scoring import evaluate, gradcam_grid, train_val_gap
 from leukopipe.workflow import atomic, cli
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = pd.read_parquet(args.val_manifest)
     tta = args.tta_metrics_out is not None
     if tta and not (args.tta_predictions_out and args.tta_val_predictions_out):
-        raise ValueError(
+        raise InvalidInputError(
             "--tta-metrics-out needs --tta-predictions-out and --tta-val-predictions-out"
         )
     variants = evaluate(

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from leukopipe.data.synthetic import SyntheticSpec, generate
+from leukopipe.workflow import cli
 
 _HELP = {
     "seed": "random seed; the same settings always give byte-identical files",
@@ -63,14 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     names = [f.name for f in dataclasses.fields(SyntheticSpec)]
-    try:
-        spec = SyntheticSpec(**{n: (tuple(v) if isinstance(v := getattr(args, n), list) else v)
-                                for n in names})
-        start = time.monotonic()
-        summary = generate(args.root, spec, workers=args.workers)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    spec = SyntheticSpec(**{n: (tuple(v) if isinstance(v := getattr(args, n), list) else v)
+                            for n in names})
+    start = time.monotonic()
+    summary = generate(args.root, spec, workers=args.workers)
     counts = summary["counts"]
     print(json.dumps({"root": str(args.root), "counts": counts,
                       "fingerprint": summary["fingerprint"],
@@ -79,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from leukopipe.data.merge import build_index, relative_paths
 from leukopipe.data.raw_layout import locate
+from leukopipe.errors import MissingInputError
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.provenance import provenance
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if not args.raw_json.is_file():
-        raise FileNotFoundError(f"{args.raw_json}: not found; run the download step first")
+        raise MissingInputError(f"{args.raw_json}: not found; run the download step first")
     layout = locate(args.raw_dir)
     start = time.perf_counter()
     index, summary = build_index(layout, args.expected_size or None, args.workers)

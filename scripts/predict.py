@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import load_classifier
 from leukopipe.evaluate.predict import gradcam_image, list_images, predict_paths, referral_threshold
 from leukopipe.workflow import atomic, cli
@@ -74,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = list_images(args.images, args.column)  # before the model: no images fails at once
     clf = load_classifier(args.checkpoint, args.device)
     if args.gradcam_out and len(paths) != 1:
-        raise ValueError(f"--gradcam-out explains a single image; {args.images} holds {len(paths)}")
+        raise InvalidInputError(
+            f"--gradcam-out explains a single image; {args.images} holds {len(paths)}"
+        )
     refer = referral_threshold(args.metrics, args.refer_below)
     df = predict_paths(
         clf,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukopipe.errors import MissingInputError
 from leukopipe.report.html import build_html
 from leukopipe.workflow import atomic, cli
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="report.html to write")
     args = p.parse_args(argv)
     if not args.tables.is_file():
-        raise FileNotFoundError(f"{args.tables}: run the compare step first")
+        raise MissingInputError(f"{args.tables}: run the compare step first")
     atomic.write_text(args.out, build_html(pd.read_parquet(args.rows), args.figures, args.gradcam))
     log.info("wrote %s", args.out)
     return 0

@@ -21,6 +21,7 @@ import pandas as pd
 from leukopipe.augment.pixel_store import create_store
 from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.data.imageio import load_rgb
+from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.interrupt import stop_on_signals
 from leukopipe.workflow.workers import run_pool
 
@@ -53,21 +54,21 @@ def _originals(train: pd.DataFrame, fn: str) -> pd.DataFrame:
     """The checked training manifest as plan rows: every original once, in input order."""
     missing = [c for c in TRAIN_COLUMNS if c not in train.columns]
     if missing:
-        raise ValueError(f"{fn}: training manifest lacks column(s) {missing}")
+        raise InvalidInputError(f"{fn}: training manifest lacks column(s) {missing}")
     clash = [c for c in (*PLAN_COLUMNS, "store_row") if c in train.columns]
     if clash:
-        raise ValueError(
+        raise InvalidInputError(
             f"{fn}: input already has plan column(s) {clash}; pass the training split "
             "manifest, not an augmented one"
         )
     labels = set(pd.unique(train["label"]).tolist())
     if not labels <= set(range(len(DISPLAY_NAMES))):
-        raise ValueError(
+        raise InvalidInputError(
             f"{fn}: labels must be 0 (Hem) or 1 (ALL); found {sorted(labels, key=str)}"
         )
     dup = train["image_id"][train["image_id"].duplicated()]
     if len(dup):
-        raise ValueError(
+        raise InvalidInputError(
             f"{fn}: image_id must be unique; duplicated: {dup.head(5).tolist()} "
             "(rerun the merge/split steps)"
         )
@@ -88,7 +89,7 @@ def plan_originals(train: pd.DataFrame) -> pd.DataFrame:
     plan = _originals(train, "plan_originals")
     for label, name in enumerate(DISPLAY_NAMES):
         if not (plan["label"] == label).any():
-            raise ValueError(
+            raise InvalidInputError(
                 f"plan_originals: class {name} (label {label}) has no training images: check "
                 "the split."
             )
@@ -113,12 +114,12 @@ def plan_balanced(train: pd.DataFrame, target_per_class: int, seed: int) -> pd.D
         members = originals[originals["label"] == label]
         n_c = len(members)
         if n_c == 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"plan_balanced: class {name} (label {label}) has no training images; "
                 "augmentation cannot create a class from nothing: check the split."
             )
         if target_per_class < n_c:
-            raise ValueError(
+            raise InvalidInputError(
                 f"plan_balanced: class {name} (label {label}) already has {n_c} original training "
                 f"images, more than target_per_class={target_per_class}; undersampling is not "
                 f"done: set augment.target_per_class to at least {n_c}."
@@ -305,14 +306,14 @@ def _source_paths(df: pd.DataFrame, raw_dir: str | os.PathLike[str] | None) -> l
 def _check_paths_column(df: pd.DataFrame, fn: str) -> None:
     missing = [c for c in ("path", "sha256") if c not in df.columns]
     if missing:
-        raise ValueError(
+        raise InvalidInputError(
             f"{fn}: manifest lacks the column(s) {missing} (each image's path and the content "
             "hash the index recorded for it, which is checked before its pixels are stored)"
         )
     for column, what in (("path", "image path"), ("sha256", "content hash")):
         bad = df[column].isna()
         if bad.any():
-            raise ValueError(
+            raise InvalidInputError(
                 f"{fn}: {int(bad.sum())} row(s) have no {what} (e.g. row {bad.idxmax()})"
             )
 

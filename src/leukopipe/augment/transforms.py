@@ -280,7 +280,7 @@ def neutral_params(size: int) -> dict[str, Any]:
 
 def _check_params(img: np.ndarray, params: Mapping[str, Any]) -> int:
     if params.get("version") != PARAMS_VERSION:
-        raise ValueError(
+        raise InvalidInputError(
             f"Augmentation params have version {params.get('version')!r}, this code reads "
             f"version {PARAMS_VERSION}; rerun the augment step to regenerate the manifest."
         )

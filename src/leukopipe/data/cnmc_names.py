@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from leukopipe.errors import InvalidInputError
+
 # The one class table; index = label: 0 = Hem (healthy), 1 = ALL (leukemic).
 CLASS_NAMES = ("hem", "all")  # as in file and folder names, manifests and checkpoints
 DISPLAY_NAMES = ("Hem", "ALL")  # as printed in messages, tables and figures
@@ -35,7 +37,7 @@ def parse_name(filename: str) -> CellName:
     """Parse a C-NMC file name; raise ValueError naming the file when it does not fit."""
     m = _NAME.match(filename)
     if m is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{filename}: not a C-NMC cell file name"
             " (expected UID_<subject>_<image>_<cell>_<all|hem>.bmp)"
         )

@@ -31,7 +31,7 @@ from typing import Any
 from tqdm import tqdm
 
 from leukopipe import __version__
-from leukopipe.errors import UserError
+from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.workflow.hashing import CHUNK, sha256_file, update_from_file
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,10 @@ class UnsafeArchiveError(DownloadError):
     """An archive member would be written outside the extraction folder."""
 
 
+class FolderInTheWayError(UserError, FileExistsError):
+    """Something already stands where the raw copy or its extraction must go."""
+
+
 class RawDataMissingError(UserError, FileNotFoundError):
     """``source: existing`` was configured but the raw-data folder is missing or empty."""
 
@@ -89,7 +93,7 @@ def _normalise_sha256(sha256: str | None) -> str | None:
     if value.startswith("sha256:"):
         value = value[len("sha256:") :]
     if not _SHA256_RE.match(value):
-        raise ValueError(
+        raise InvalidInputError(
             f"sha256 {sha256!r} is not a SHA-256 hex digest (64 hexadecimal characters); "
             "fix data.sha256 in the config or leave it empty to skip verification."
         )
@@ -419,11 +423,11 @@ def extract_archive(archive: Path, dest_dir: Path) -> Path:
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     if not archive.is_file():
-        raise FileNotFoundError(f"Archive {archive} does not exist; download it first.")
+        raise MissingInputError(f"Archive {archive} does not exist; download it first.")
     if dest_dir.exists() and not dest_dir.is_dir():
-        raise NotADirectoryError(f"{dest_dir} exists and is not a folder; move it away.")
+        raise FolderInTheWayError(f"{dest_dir} exists and is not a folder; move it away.")
     if _is_non_empty_dir(dest_dir):
-        raise FileExistsError(
+        raise FolderInTheWayError(
             f"Refusing to extract {archive} into {dest_dir}: the folder exists and is not "
             "empty. Use it as is (data.source: existing) or move it away and rerun."
         )
@@ -437,7 +441,7 @@ def extract_archive(archive: Path, dest_dir: Path) -> Path:
         try:
             os.rename(tmp, dest_dir)  # POSIX: atomically replaces a missing or empty folder
         except OSError as exc:
-            raise FileExistsError(
+            raise FolderInTheWayError(
                 f"Could not move the extracted {archive} into place at {dest_dir} ({exc}); "
                 "another process may have filled it. Check the folder and rerun."
             ) from exc
@@ -457,7 +461,7 @@ def _archive_name(url: str) -> str:
     """The file name an archive gets locally: the last component of the URL path."""
     name = posixpath.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     if name in ("", ".", "..") or "/" in name or "\\" in name:
-        raise ValueError(
+        raise InvalidInputError(
             f"Cannot derive an archive file name from data.url {url!r}: its path must end in a "
             "file name such as C-NMC_2019.zip."
         )
@@ -492,7 +496,7 @@ def _ensure_synthetic(raw_dir: Path, synthetic: dict[str, Any] | None) -> None:
     workers = int(settings.pop("workers", 1))  # how to render, not what: not part of the spec
     spec = synth.spec_from_dict(settings)
     if raw_dir.exists() and not raw_dir.is_dir():
-        raise NotADirectoryError(f"{raw_dir} exists and is not a folder; move it away.")
+        raise FolderInTheWayError(f"{raw_dir} exists and is not a folder; move it away.")
     if _is_non_empty_dir(raw_dir):
         # generate() only reads a complete folder made with the same spec, and raises (changing
         # nothing) when the spec differs, so stale demo data is caught rather than reused.
@@ -531,7 +535,7 @@ def ensure_raw(
     the archive's actual digest when this call downloaded or verified it, else None.
     """
     if source not in SOURCES:
-        raise ValueError(f"data.source is {source!r}; expected one of {', '.join(SOURCES)}.")
+        raise InvalidInputError(f"data.source is {source!r}; expected one of {', '.join(SOURCES)}.")
     raw_dir = Path(raw_dir)
     archive: Path | None = None
     actual_sha: str | None = None
@@ -547,7 +551,9 @@ def ensure_raw(
         raise RawDataMissingError(f"Raw data folder {raw_dir} {state}. {CNMC_HELP}")
     else:  # "url"
         if not url:
-            raise ValueError("data.source is 'url' but data.url is not set; set it in the config.")
+            raise InvalidInputError(
+                "data.source is 'url' but data.url is not set; set it in the config."
+            )
         archive = Path(archive_dir) / _archive_name(url)
         _, actual_sha = _download(url, archive, sha256, progress=progress)
         extract_archive(archive, raw_dir)

@@ -18,6 +18,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from leukopipe.errors import InvalidInputError
+
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 HASH_NAME = f"imagehash.phash (DCT of the greyscale image), {HASH_BITS} bits"
@@ -36,7 +38,7 @@ def _words(hashes: Sequence[str]) -> np.ndarray:
     out = np.zeros((len(hashes), _WORDS), dtype=np.uint64)
     for i, h in enumerate(hashes):
         if len(h) != width:
-            raise ValueError(
+            raise InvalidInputError(
                 f"perceptual hash {h!r} has {len(h)} hex digits, expected {width}; the index was"
                 " made by an older merge step: rerun merge"
             )

@@ -23,6 +23,7 @@ import pandas as pd
 
 from leukopipe.data.folds import assign_folds
 from leukopipe.data.near_duplicates import HASH_BITS, HASH_NAME, close_pairs
+from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.split_modes import mode_of, parse_split_id
 
 SPLITS = ("train", "val", "test")
@@ -57,7 +58,7 @@ def _subject_disjoint(
     for label in sorted(subject_class.unique()):
         subjects = np.array(sorted(subject_class.index[subject_class == label]))
         if len(subjects) < 2:
-            raise ValueError(
+            raise InvalidInputError(
                 f"class {label} has {len(subjects)} subject(s): a subject-disjoint split needs at"
                 " least 2 per class (use split mode 'image' for such a small dataset)"
             )
@@ -101,7 +102,9 @@ def _official(df: pd.DataFrame, split: str, test_fraction: float, val_fraction: 
               rng: np.random.Generator) -> tuple[pd.Index, pd.Index, pd.Index]:
     is_test = df["subset"] == "prelim"
     if not is_test.any():
-        raise ValueError("split mode 'official' needs the preliminary test (subset 'prelim')")
+        raise InvalidInputError(
+            "split mode 'official' needs the preliminary test (subset 'prelim')"
+        )
     test = df.index[is_test]
     train, val = _subject_disjoint(df.loc[~is_test], val_fraction, rng)
     return train, val, test
@@ -193,7 +196,7 @@ def near_duplicate_audit(splits: dict[str, pd.DataFrame], max_distance: int) -> 
     pairs, at most ``MAX_LISTED_PAIRS`` per pair of splits.
     """
     if not 0 <= max_distance <= HASH_BITS:
-        raise ValueError(
+        raise InvalidInputError(
             f"near-duplicate distance {max_distance} is outside 0..{HASH_BITS} (bits of the hash)"
         )
     out: dict[str, Any] = {

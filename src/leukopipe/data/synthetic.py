@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.atomic import atomic_path, write_json, write_text
 
 __all__ = [
@@ -179,7 +180,7 @@ class SyntheticSpec:
                 object.__setattr__(self, f.name, float(v))
         problems = _spec_problems(self)
         if problems:
-            raise ValueError("invalid synthetic dataset spec: " + "; ".join(problems))
+            raise InvalidInputError("invalid synthetic dataset spec: " + "; ".join(problems))
 
 
 def _is_int(x: Any) -> bool:
@@ -230,11 +231,13 @@ def spec_from_dict(d: dict[str, Any]) -> SyntheticSpec:
     Unknown keys are an error, so a typo in the config cannot silently fall back to a default.
     """
     if not isinstance(d, dict):
-        raise ValueError(f"synthetic dataset settings must be a mapping, got {type(d).__name__}")
+        raise InvalidInputError(
+            f"synthetic dataset settings must be a mapping, got {type(d).__name__}"
+        )
     known = {f.name for f in dataclasses.fields(SyntheticSpec)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown synthetic dataset setting(s) {unknown}; "
+        raise InvalidInputError(f"unknown synthetic dataset setting(s) {unknown}; "
                          f"known settings: {sorted(known)}")
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
     return SyntheticSpec(**kwargs)
@@ -582,25 +585,25 @@ def _render_and_write(root: str, size: int, seed: int, class_signal: float,
 def _check_root(root: Path, spec: SyntheticSpec) -> dict[str, Any] | None:
     """The stored summary when ``root`` already holds this very dataset; None when empty."""
     if root.exists() and not root.is_dir():
-        raise ValueError(f"{root} exists and is not a folder; choose another output folder")
+        raise InvalidInputError(f"{root} exists and is not a folder; choose another output folder")
     marker = root / MARKER_NAME
     if marker.is_file():
         try:
             stored = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{marker} is unreadable ({err}); delete the folder {root} "
+            raise InvalidInputError(f"{marker} is unreadable ({err}); delete the folder {root} "
                              "or choose another one") from err
         if (stored.get("spec") == _spec_json(spec)
                 and stored.get("generator_version") == GENERATOR_VERSION):
             return stored
-        raise ValueError(
+        raise InvalidInputError(
             f"{root} already holds a synthetic dataset made with different settings "
             f"(stored spec {stored.get('spec')}, generator version "
             f"{stored.get('generator_version')}; requested {_spec_json(spec)}, version "
             f"{GENERATOR_VERSION}). Choose another folder, or delete {root} yourself to "
             "regenerate it; nothing was changed.")
     if root.is_dir() and any(root.iterdir()):
-        raise ValueError(
+        raise InvalidInputError(
             f"{root} is not empty but has no {MARKER_NAME}: either an earlier generation was "
             "interrupted or the folder holds other data. Choose another folder, or delete "
             f"{root} yourself if it is a partial synthetic dataset; nothing was changed.")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
 from leukopipe.report.protocol import group_protocol
 from leukopipe.workflow.split_modes import family, parse_split_id
@@ -59,7 +60,9 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         rec["_path"] = str(p)
         records.append(rec)
     if not records:
-        raise ValueError("no metrics.json files given: evaluate at least one experiment first")
+        raise InvalidInputError(
+            "no metrics.json files given: evaluate at least one experiment first"
+        )
     return records
 
 

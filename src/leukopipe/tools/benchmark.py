@@ -36,6 +36,7 @@ import pandas as pd
 
 import leukopipe
 from leukopipe.augment.pixel_store import create_store, open_store
+from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.schema import defaults
 
 # Where this process imports leukopipe from: step subprocesses import the same copy.
@@ -120,7 +121,7 @@ def synthetic_spec(fraction: float, seed: int = 0) -> Any:
     from leukopipe.data.synthetic import SyntheticSpec
 
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise InvalidInputError(f"fraction must be in (0, 1], got {fraction}")
     lo = max(2, round(CNMC_CELLS[0] * fraction))
     hi = max(lo, round(CNMC_CELLS[1] * fraction))
     return SyntheticSpec(seed=seed, cells_per_subject=(lo, hi), final_images=20,
@@ -271,7 +272,7 @@ def per_core(paths: Sequence[Path], image_size: int = 224, n: int = 50) -> list[
     from leukopipe.data.merge import inspect_image
 
     if not paths:
-        raise ValueError("per_core: no image files given")
+        raise InvalidInputError("per_core: no image files given")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

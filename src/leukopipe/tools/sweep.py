@@ -33,6 +33,7 @@ import pandas as pd
 import submitit
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
+from leukopipe.errors import InvalidInputError, MissingInputError
 from leukopipe.train.loop import TrainConfig, TrainingInterrupted, train
 from leukopipe.workflow.atomic import write_json, write_parquet, write_text
 from leukopipe.workflow.config import experiment_name
@@ -63,7 +64,7 @@ class SweepData:
                    str(d.parent / "val.parquet"), str(d.parent / "val_pixels.npy"))
         missing = [Path(p).name for p in asdict(data).values() if not Path(p).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"augment output incomplete in {d} (validation: one folder up): missing"
                 f" {', '.join(missing)}; build it first, e.g. snakemake --profile profiles/slurm"
                 f" {d}/train_pixels.npy {d.parent}/val_pixels.npy"
@@ -86,7 +87,7 @@ def grid(base: TrainConfig, lrs: tp.Sequence[float], partial_stages: tp.Sequence
               for lr, d, s in itertools.product(lrs, depths, seeds)]
     names = [point_name(p) for p in points]
     if len(set(names)) != len(names):
-        raise ValueError(f"the grid holds duplicate points: {sorted(names)}")
+        raise InvalidInputError(f"the grid holds duplicate points: {sorted(names)}")
     return points
 
 
@@ -188,7 +189,7 @@ def make_executor(folder: str | os.PathLike[str], cluster: str = "slurm", *,
                   account: str | None = None) -> submitit.AutoExecutor:
     """An AutoExecutor for the sweep; on SLURM its jobs report status through squeue."""
     if cluster not in CLUSTERS:
-        raise ValueError(f"cluster must be one of {CLUSTERS}, got {cluster!r}")
+        raise InvalidInputError(f"cluster must be one of {CLUSTERS}, got {cluster!r}")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
                                      slurm_max_num_timeout=max_num_timeout)
     params: dict[str, Any] = {

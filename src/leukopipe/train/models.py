@@ -192,7 +192,7 @@ def stages(model: nn.Module) -> list[tuple[str, list[str]]]:
         if stage is not None:
             by_stage.setdefault(stage, []).append(name)
     if not by_stage:
-        raise ValueError(
+        raise InvalidInputError(
             f"timm's group matcher of {type(model).__name__} yields no stages; "
             "use strategy 'frozen' or 'full' for this backbone"
         )

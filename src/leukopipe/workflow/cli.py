@@ -14,11 +14,8 @@ from leukopipe.workflow.interrupt import StepInterrupted
 from leukopipe.workflow.os_errors import describe
 
 # errors whose message already tells the user what is wrong and what to do
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    UserError,
-    FileNotFoundError,
-    ValueError,
-)
+# (a ValueError or KeyError from numpy, pandas or torch is a bug and keeps its traceback)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
