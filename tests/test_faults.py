@@ -334,7 +334,7 @@ def test_resize_names_the_changed_image_in_one_line(data: dict[str, Path], tmp_p
     proc = run_step(resize_cmd(tmp_path / "m.parquet", tmp_path / "out", 1))
     assert proc.returncode == 1
     (line,) = error_lines(proc.stderr)
-    assert f"{changed} changed after the merge step" in line and "--forcerun merge" in line
+    assert f"{changed} changed after the merge step" in line and "merge reruns by itself" in line
 
 
 # ----------------------------------------------------------------------------- OS errors

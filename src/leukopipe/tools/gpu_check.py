@@ -427,9 +427,12 @@ def pipeline_overrides(scale: Scale, repo: Path = REPO) -> dict[str, Any]:
 
 
 def merged_config(ws: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """config.yaml + smoke config + ``overrides``, as Snakemake will see it."""
+    """config.yaml + smoke config + ``overrides``, validated and with every default filled, as
+    the Snakefile will see it."""
+    from leukopipe.workflow.config import validate
+
     config = deep_merge(load_yaml(ws / "config.yaml"), load_yaml(ws / SMOKE_CONFIG))
-    return deep_merge(config, overrides)
+    return validate(deep_merge(config, overrides))
 
 
 def thread_settings(cores: int, scale: Scale, splits: int) -> list[str]:
