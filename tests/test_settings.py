@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from leukopipe.workflow.config import ConfigError, validate
-from leukopipe.workflow.schema import defaults, fill_defaults, load_schema
+from leukopipe.workflow.schema import defaults, fill_defaults, load_schema, resolve_ref
 
 ROOT = Path(__file__).resolve().parents[1]
 # scripts the rules call (their settings come from the rules, never from their own defaults)
@@ -22,24 +22,14 @@ RULE_SCRIPTS = sorted(
 )
 
 
-def _resolve(node: dict, root: dict) -> dict:
-    ref = node.get("$ref")
-    if not ref:
-        return node
-    target: Any = root
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    return {**_resolve(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
-
-
 def _optional_keys(node: dict, root: dict, path: str = "") -> list[tuple[str, dict]]:
     """(dotted path, schema) of every optional key, list items as ``[]``."""
-    node = _resolve(node, root)
+    node = resolve_ref(node, root)
     out = []
     if "properties" in node:
         required = set(node.get("required", []))
         for key, sub in node["properties"].items():
-            sub = _resolve(sub, root)
+            sub = resolve_ref(sub, root)
             dotted = f"{path}.{key}" if path else key
             if key not in required:
                 out.append((dotted, sub))
@@ -50,7 +40,7 @@ def _optional_keys(node: dict, root: dict, path: str = "") -> list[tuple[str, di
 
 
 def _strip_optional(value: Any, node: dict, root: dict) -> Any:
-    node = _resolve(node, root)
+    node = resolve_ref(node, root)
     if isinstance(value, dict) and "properties" in node:
         required = set(node.get("required", []))
         return {

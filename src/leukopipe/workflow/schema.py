@@ -27,7 +27,7 @@ def load_schema() -> dict[str, Any]:
     return json.loads(_schema_text())
 
 
-def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+def resolve_ref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     """``node`` with a local ``$ref`` (``#/$defs/...``) merged in."""
     ref = node.get("$ref")
     if not ref:
@@ -35,14 +35,14 @@ def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     target: Any = root
     for part in ref.removeprefix("#/").split("/"):
         target = target[part]
-    return {**_resolve(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+    return {**resolve_ref(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
 
 
 def _fill(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
-    node = _resolve(node, root)
+    node = resolve_ref(node, root)
     if isinstance(value, dict) and "properties" in node:
         for key, sub in node["properties"].items():
-            sub = _resolve(sub, root)
+            sub = resolve_ref(sub, root)
             if key not in value and "default" in sub:
                 value[key] = copy.deepcopy(sub["default"])
             if key in value:
@@ -64,7 +64,7 @@ def _defaults_at(path: str) -> str:
     root = load_schema()
     node = root
     for part in path.split(".") if path else []:
-        node = _resolve(node, root)
+        node = resolve_ref(node, root)
         node = node["items"] if part == "[]" else node["properties"][part]
     return json.dumps(_fill({}, node, root))
 
