@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 from leukopipe.data.raw_identity import CACHE_NAME, download_identity, merge_identity
-from leukopipe.train.weights import weights_path
+from leukopipe.train.weight_files import weights_path
 from leukopipe.workflow.code_fingerprint import code_fingerprint
 from leukopipe.workflow.config import used_splits
 from leukopipe.workflow.preprocessing import AUGMENTATION_PATTERN

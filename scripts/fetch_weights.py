@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.train.weights import fetch, weights_path, weights_record
+from leukopipe.train.weight_files import weights_path
+from leukopipe.train.weights import fetch, weights_record
 from leukopipe.workflow import cli
 from leukopipe.workflow.atomic import write_json
 

@@ -122,7 +122,8 @@ def make_workspace(dest: Path, overrides: dict | None = None) -> Path:
 def _write_weights(folder: Path, cfg: dict) -> None:
     """Random-initialised weight files standing in for ImageNet ones (no network in tests)."""
     from leukopipe.train.models import build_model
-    from leukopipe.train.weights import save_weights, weights_path
+    from leukopipe.train.weight_files import weights_path
+    from leukopipe.train.weights import save_weights
 
     for backbone in sorted({b for g in cfg["experiments"] for b in g["backbones"]}):
         save_weights(build_model(backbone), weights_path(folder, backbone), backbone)

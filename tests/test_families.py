@@ -32,7 +32,8 @@ from leukopipe.train.models import (
     normalisation,
     optimizer_param_groups,
 )
-from leukopipe.train.weights import fetch, load_pretrained, meta_path, save_weights
+from leukopipe.train.weight_files import meta_path
+from leukopipe.train.weights import fetch, load_pretrained, save_weights
 from leukopipe.workflow.schema import defaults
 
 _CREATE_MODEL = timm.create_model  # the real one, also while a test monkeypatches timm

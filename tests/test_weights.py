@@ -13,14 +13,13 @@ from safetensors.torch import load_file, save_file
 
 from leukopipe.train import weights
 from leukopipe.train.models import build_model
+from leukopipe.train.weight_files import meta_path, weights_path
 from leukopipe.train.weights import (
     WeightsError,
     WeightsNotFoundError,
     fetch,
     load_pretrained,
-    meta_path,
     save_weights,
-    weights_path,
 )
 from leukopipe.workflow import cli
 

@@ -82,7 +82,8 @@ def write_stand_in_weights(weights_dir: Path, backbones: list[str]) -> list[str]
     nothing about ImageNet transfer."""
     import timm
 
-    from leukopipe.train.weights import save_weights, weights_path
+    from leukopipe.train.weight_files import weights_path
+    from leukopipe.train.weights import save_weights
 
     written = []
     for backbone in backbones:

@@ -22,13 +22,11 @@ from torch import nn
 
 from leukopipe.errors import UserError
 from leukopipe.train.models import classifier_names, is_head_key
+from leukopipe.train.weight_files import fetch_command, meta_path
 from leukopipe.workflow.atomic import atomic_path, write_json
 from leukopipe.workflow.hashing import sha256_file
 
 log = logging.getLogger(__name__)
-
-FETCH_SCRIPT = "scripts/fetch_weights.py"
-
 
 class WeightsError(UserError, RuntimeError):
     """Pretrained weights are unavailable or do not fit the model."""
@@ -36,22 +34,6 @@ class WeightsError(UserError, RuntimeError):
 
 class WeightsNotFoundError(WeightsError, FileNotFoundError):
     """The local weights file is missing."""
-
-
-def weights_path(weights_dir: str | os.PathLike[str], backbone: str) -> Path:
-    """Where the weights of ``backbone`` live: ``<weights_dir>/<backbone>.safetensors``."""
-    return Path(weights_dir) / f"{backbone}.safetensors"
-
-
-def meta_path(weights_file: str | os.PathLike[str]) -> Path:
-    """The JSON sidecar next to a weights file (timm's pretrained config, backbone name)."""
-    weights_file = Path(weights_file)
-    return weights_file.with_name(weights_file.name.removesuffix(".safetensors") + ".json")
-
-
-def fetch_command(backbone: str, dest: str | os.PathLike[str]) -> str:
-    """The shell command that downloads the weights of ``backbone`` to ``dest``."""
-    return f"python {FETCH_SCRIPT} --backbone {backbone} --out {dest}"
 
 
 def save_weights(

@@ -16,6 +16,7 @@ import jsonschema
 import jsonschema.exceptions
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.backbone_names import timm_models
 from leukopipe.workflow.preprocessing import (
     Preprocessing,
     PreprocessingError,
@@ -210,9 +211,7 @@ def _check_ensembles(config: dict[str, Any]) -> None:
 
 
 def _check_backbones(config: dict[str, Any]) -> None:
-    import timm  # deferred: importing torch is slow and only needed here
-
-    known = set(timm.list_models())
+    known = timm_models()
     for gi, group in enumerate(config["experiments"]):
         for bi, name in enumerate(group["backbones"]):
             if name not in known:
@@ -222,23 +221,22 @@ def _check_backbones(config: dict[str, Any]) -> None:
                     f"config error: experiments[{gi}].backbones[{bi}] = {json.dumps(name)} is not"
                     f" allowed; expected a timm model name{hint}"
                 )
-    _check_patch_grids(config)
+    _check_patch_grids(config, known)
 
 
-def _check_patch_grids(config: dict[str, Any]) -> None:
+def _check_patch_grids(config: dict[str, Any], fixed_size: dict[str, bool]) -> None:
     """A vision transformer sees whole patches: its group's image size must be a multiple of
-    its patch size (timm would silently crop the rest)."""
-    import timm
-
-    from leukopipe.train.models import input_size
-
+    its patch size (timm would silently crop the rest). ``fixed_size``: name -> whether the
+    model's pretrained config fixes its input size (``timm_models()``)."""
     checked: set[tuple[str, int]] = set()
     for gi, group in enumerate(config["experiments"]):
         size = group_image_size(config, gi)
         for name in group["backbones"]:
-            cfg = timm.models.get_pretrained_cfg(name)
-            if cfg is None or not cfg.fixed_input_size or (name, size) in checked:
+            if not fixed_size.get(name) or (name, size) in checked:
                 continue  # a CNN takes any size; only fixed-size models have a patch grid
+            # deferred: builds the model on the meta device, which needs torch and timm
+            from leukopipe.train.models import input_size
+
             checked.add((name, size))
             try:
                 input_size(name, size)

@@ -63,6 +63,8 @@ def run_pool(
     if not isinstance(processes, dict):
         processes = {}
     try:
+        # a worker may die while tasks are still being submitted (a stop signal reaches the
+        # whole process group at once): submit raises BrokenProcessPool then, as result() would
         futures: dict[Future[R], int] = {executor.submit(fn, t): i for i, t in enumerate(tasks)}
         pending = set(futures)
         while pending:
@@ -70,12 +72,10 @@ def run_pool(
             if stop is not None:
                 stop.check()
             for future in done:
-                try:
-                    result = future.result()
-                except BrokenProcessPool as exc:
-                    _stop(executor, processes)
-                    raise _died(processes, what, writes_to, stop) from exc
-                on_result(futures[future], result)
+                on_result(futures[future], future.result())
+    except BrokenProcessPool as exc:
+        _stop(executor, processes)  # also reaps the workers, so their exit codes are known
+        raise _died(processes, what, writes_to, stop) from exc
     except BaseException:
         _stop(executor, processes)
         raise
