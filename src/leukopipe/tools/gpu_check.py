@@ -69,6 +69,7 @@ class Scale:
     name: str
     pipeline_overrides: dict[str, Any]  # merged over config.yaml + the smoke config
     tiny_backbones: tuple[str, ...] | None  # replaces every group's backbones when set
+    tiny_groups: tuple[str, ...] | None  # the smoke groups kept in the tiny run (None: all)
     resume: dict[str, Any]  # resume_check options
     bench_backbones: tuple[str, ...]
     compile_backbones: tuple[str, ...]
@@ -82,6 +83,7 @@ FULL = Scale(
     name="GPU (224 px, C-NMC-shaped)",
     pipeline_overrides={"run": "gpu-check"},
     tiny_backbones=None,
+    tiny_groups=None,
     resume={"backbone": "resnet18", "image_size": 224, "train_images": 768, "val_images": 256,
             "batch_size": 32, "epochs": 6, "workers": 2, "amp": "bf16", "run_timeout": 60},
     bench_backbones=("resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1",
@@ -115,6 +117,9 @@ TINY = Scale(
         "ensembles": [],
     },
     tiny_backbones=("resnet18",),
+    # Study A's and Study B's shapes; the cross-validation group adds only more of the same jobs
+    # (tests/test_pipeline.py runs cross-validation end to end)
+    tiny_groups=("study_a_smoke", "study_b_smoke"),
     resume={"backbone": "resnet18", "image_size": 32, "train_images": 16, "val_images": 8,
             "batch_size": 8, "epochs": 6, "workers": 0, "amp": "none", "run_timeout": 300},
     bench_backbones=("resnet18",),
@@ -414,10 +419,12 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def pipeline_overrides(scale: Scale, repo: Path = REPO) -> dict[str, Any]:
     """What the check merges over config.yaml + the smoke config: the scale's overrides and, in
-    the tiny run, the smoke config's experiment groups with tiny backbones."""
+    the tiny run, the smoke config's experiment groups it keeps, with tiny backbones."""
     over = copy.deepcopy(scale.pipeline_overrides)
     if scale.tiny_backbones:
         groups = copy.deepcopy(load_yaml(repo / SMOKE_CONFIG)["experiments"])
+        if scale.tiny_groups is not None:
+            groups = [g for g in groups if g["name"] in scale.tiny_groups]
         tiny = list(scale.tiny_backbones)
         for group in groups:
             mapped = [b if b in tiny else tiny[0] for b in group["backbones"]]
@@ -650,8 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help=f"folder for {SUMMARY_NAME} and {SNAKEMAKE_LOG} (small files only)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--tiny", action="store_true",
-                   help="tiny sizes (few donors, 32 px, 1 epoch, resnet18 only, no ensemble): "
-                        "the same code path on CPU, for the test suite")
+                   help="tiny sizes (few donors, 32 px, 1 epoch, resnet18 only, Study A's and "
+                        "B's shapes without cross-validation or ensemble): the same code path "
+                        "on CPU, for the test suite")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="scratch folder for data, stores and runs (several GB at full size); "
                         "default: a new temporary folder, removed at the end")
