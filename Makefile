@@ -26,8 +26,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SNAKEMAKE) --profile profiles/demo
 
+# Two pytest workers: much of the suite waits on SLURM and on signals, so the two cores stay
+# busy; each test module runs whole on one worker and the SLURM modules share one
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(VENV)/bin/pytest -ra
+	$(VENV)/bin/pytest -ra -n $(TEST_WORKERS)
 
 # Throughput of the data stage, loader, training loop and inference on this machine;
 # appends stamped rows to docs/benchmarks.md.

@@ -120,8 +120,10 @@ TINY = Scale(
     # Study A's and Study B's shapes; the cross-validation group adds only more of the same jobs
     # (tests/test_pipeline.py runs cross-validation end to end)
     tiny_groups=("study_a_smoke", "study_b_smoke"),
-    resume={"backbone": "resnet18", "image_size": 32, "train_images": 16, "val_images": 8,
-            "batch_size": 8, "epochs": 6, "workers": 0, "amp": "none", "run_timeout": 300},
+    # 4 steps an epoch and 8 epochs: room for retries when a loaded machine makes the signal
+    # miss the epoch it was aimed at
+    resume={"backbone": "resnet18", "image_size": 32, "train_images": 32, "val_images": 8,
+            "batch_size": 8, "epochs": 8, "workers": 0, "amp": "none", "run_timeout": 300},
     bench_backbones=("resnet18",),
     compile_backbones=("resnet18",),
     compile_backend="eager",
