@@ -17,8 +17,10 @@ SLURM_MODULES = frozenset(
     for p in TESTS.glob("test_*.py")
     if 'pytest_plugins = ["slurm_cluster"]' in p.read_text(encoding="utf-8")
 )
-# The longest scopes start first, so that they run side by side instead of one after the other.
-FIRST = (SLURM_SCOPE, "tests/test_pipeline.py", "tests/test_gpu_check.py")
+# The longest scopes start first and side by side: each worker takes two scopes at the start
+# (the SLURM tests and test_pipeline on one, test_gpu_check on the other), then the rest as
+# they free up.
+FIRST = (SLURM_SCOPE, "tests/test_gpu_check.py", "tests/test_pipeline.py")
 
 
 def _scope(nodeid: str) -> str:
@@ -38,6 +40,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     built once, and every SLURM module on the same worker. (xdist's own ``loadgroup`` marks do
     not take effect with pytest 9.2, whose node ids xdist can no longer rewrite.)"""
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep FIRST's order, not "most tests first"
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
