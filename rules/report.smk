@@ -40,6 +40,11 @@ rule compare:
             caption="../report/reliability.rst",
             category="Figures",
         ),
+        reliability_calibrated=report(
+            f"{RESULTS}/figures/reliability_calibrated.png",
+            caption="../report/reliability_calibrated.rst",
+            category="Figures",
+        ),
         risk=report(
             f"{RESULTS}/figures/risk_coverage.png",
             caption="../report/risk_coverage.rst",
@@ -71,6 +76,7 @@ rule report:
             rules.compare.output.confusion,
             rules.compare.output.curves,
             rules.compare.output.reliability,
+            rules.compare.output.reliability_calibrated,
             rules.compare.output.risk,
         ],
         gradcam=gradcam_grids(config),

@@ -150,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "partial_stages": meta.get("partial_stages"),
             "image_size": meta["image_size"],
             "train_config": meta.get("train_config"),
+            # the fetch_weights record (timm tag, its pretraining data, sha256); None: no weights
+            "weights": (meta.get("extra_meta") or {}).get("weights"),
             "checkpoint_code_version": (meta.get("provenance") or {}).get("code_version"),
         },
         "checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)},

@@ -19,7 +19,7 @@ from pathlib import Path
 from leukopipe.errors import UserError
 from leukopipe.train.loop import AMP_MODES, TrainConfig, config_fields, train
 from leukopipe.train.models import STRATEGIES
-from leukopipe.train.weights import check_against_record
+from leukopipe.train.weights import check_against_record, recorded_weights
 from leukopipe.workflow import cli
 from leukopipe.workflow.interrupt import exit_with_parent
 
@@ -85,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_with_parent()  # killed with its job's shell, it saves its epoch and stops (143)
 
     cfg = TrainConfig(**{name: getattr(args, name) for name, *_ in config_fields()})
-    if args.weights_record is not None and cfg.pretrained_weights:
-        check_against_record(cfg.pretrained_weights, args.weights_record)
     extra = {}
     if args.extra_meta_json is not None:
         try:
@@ -95,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(
                 f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"
             ) from exc
+    if args.weights_record is not None and cfg.pretrained_weights:
+        check_against_record(cfg.pretrained_weights, args.weights_record)
+        # the tag and its pretraining data travel with the checkpoint into metrics.json
+        extra["weights"] = recorded_weights(args.weights_record)
     # a stop signal ends it as TrainingInterrupted: cli.run exits 128 + signal
     summary = train(
         cfg, args.train_manifest, args.train_pixels, args.val_manifest, args.val_pixels,

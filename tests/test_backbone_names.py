@@ -58,7 +58,7 @@ def test_another_timm_installation_gets_its_own_list(
     timm_models()
     monkeypatch.setattr(backbone_names, "_installation_key", lambda: "0.0.0-1")
     timm_models()
-    assert sorted(p.name for p in cache.glob("timm-models-*.json"))[0] == "timm-models-0.0.0-1.json"
+    assert sorted(p.name for p in cache.glob("timm-models-*.json"))[0] == "timm-models-with-tags-0.0.0-1.json"
     assert len(list(cache.glob("timm-models-*.json"))) == 2
 
 

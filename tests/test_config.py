@@ -54,7 +54,12 @@ def test_default_config_runs_both_studies(base):
         e.strategy == "full" and e.split == "image" for e in exps.values() if e.group == "study_a"
     )
     study_b = {(e.backbone, e.strategy) for e in exps.values() if e.group == "study_b"}
-    assert {("resnet18", "frozen"), ("resnet18", "partial"), ("resnet50", "partial")} <= study_b
+    # Study B's ResNets start from torchvision's original weights (timm tag tv_in1k)
+    assert {
+        ("resnet18.tv_in1k", "frozen"),
+        ("resnet18.tv_in1k", "partial"),
+        ("resnet50.tv_in1k", "partial"),
+    } <= study_b
     assert used_splits(base) == [*(f"cv5-f{i}" for i in range(5)), "image", "official"]
     cv = [e for e in exps.values() if e.group == "study_a_cv"]
     assert len(cv) == 25 and {e.fold for e in cv} == set(range(5))
@@ -126,7 +131,7 @@ def test_experiment_names_are_unique_and_deduplicated(base):
     cfg = copy.deepcopy(base)
     cfg["experiments"].append(copy.deepcopy(cfg["experiments"][0]) | {"name": "again"})
     assert expand_experiments(cfg) == expand_experiments(base)
-    assert "official.resnet18.partial2.224px-none.s0" in expand_experiments(base)
+    assert "official.resnet18.tv_in1k.partial2.224px-none.s0" in expand_experiments(base)
 
 
 def test_snakemake_fails_before_any_job_with_one_line(tmp_path):

@@ -16,6 +16,7 @@ from PIL import Image
 from report_fixtures import split_audit
 from train_fixtures import write_data, write_split
 
+from leukopipe.evaluate.calibration import apply_temperature
 from leukopipe.evaluate.inference import load_classifier, predict_store
 from leukopipe.evaluate.predict import predict_paths
 from leukopipe.evaluate.scoring import evaluate, train_val_gap
@@ -378,3 +379,40 @@ def test_predict_cli_gradcam_for_one_image(trained, tmp_path):
         Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "more" / f"{n}.png")
     proc = run(["--images", str(tmp_path / "more"), *cam, *out])
     assert proc.returncode == 1 and "single image" in proc.stderr
+
+
+def test_temperature_is_fitted_on_validation_and_changes_no_call(trained):
+    clf = load_classifier(trained["best"], "cpu")
+    test = pd.read_parquet(trained["test_manifest"])
+    val = pd.read_parquet(trained["val_manifest"])
+    preds, val_preds, rec = evaluate(
+        clf, test, trained["test_pixels"], val, trained["val_pixels"],
+        **{**EVAL_SETTINGS, "n_boot": 50, "referral_target": 0.9},
+    )["plain"]  # fmt: skip
+    cal = rec["calibration"]
+    assert cal["fitted_on"] == "validation" and cal["temperature"] > 0
+    # the fitted T minimises the validation log-loss: no other T does better
+    y, p = val_preds["label"].to_numpy(), val_preds["prob_all"].to_numpy()
+
+    def nll(t: float) -> float:
+        q = np.clip(apply_temperature(p, t), 1e-12, 1 - 1e-12)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    best = nll(cal["temperature"])
+    assert all(best <= nll(cal["temperature"] * f) + 1e-9 for f in (0.5, 0.9, 1.1, 2.0))
+    assert np.allclose(preds["prob_all_calibrated"], apply_temperature(preds["prob_all"],
+                                                                       cal["temperature"]))
+    assert ((preds["prob_all_calibrated"] >= 0.5) == preds["pred"].astype(bool)).all()
+    for metric in ("ece", "brier"):
+        for when in ("before", "after"):
+            lo, hi = cal["ci"][metric][when]
+            assert lo <= cal["test"][metric][when] <= hi, (metric, when)
+    assert cal["test"]["ece"]["before"] == pytest.approx(rec["metrics"]["ece"])
+    assert cal["test"]["brier"]["before"] == pytest.approx(
+        float(np.mean((preds["prob_all"] - preds["label"]) ** 2))
+    )
+    # a monotone rescaling: the calibrated threshold refers exactly the same cells
+    assert cal["referral"]["test"]["n_referred"] == rec["referral"]["test"]["n_referred"]
+    row = compare.flat_rows([{**rec, "experiment": {"name": "x", "split": "image"},
+                              "_path": "x/metrics.json"}])
+    assert row.loc[0, "temperature"] == pytest.approx(cal["temperature"])

@@ -183,7 +183,10 @@ def test_deviations_give_the_image_split_counts_and_why(rows):
 def test_deviations_name_the_pretrained_tags_actually_used(rows):
     text = next(i for i in deviations(rows) if i.startswith("Pretrained weights"))
     tag = pretrained_tag("efficientnet_b1")
-    assert f"efficientnet_b1: timm tag {tag['tag']}, pretrained at {tag['input']} px" in text
+    assert (
+        f"efficientnet_b1: timm tag {tag['tag']} (ImageNet-1k), pretrained at {tag['input']} px"
+        in text
+    )
     assert "resnet50: random initialisation (no weights file)" in text
     assert "trains at 64 px" in text
     assert "timm.list_pretrained" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -154,3 +155,65 @@ def test_fetch_weights_cli_reports_failure_in_one_line(tmp_path, monkeypatch, ca
     assert f"error: could not download ImageNet weights for 'efficientnet_b0' into {dest}" in (
         capsys.readouterr().err
     )
+
+
+def test_a_named_tag_is_trained_from_recorded_and_shown_in_the_tables(tmp_path):
+    """resnet18.tv_in1k: the weights record names the tag and its pretraining data, the
+    checkpoint normalises as the tag does, and evaluate's metrics.json carries the record into
+    the table row's label (real train and evaluate scripts on a tiny split)."""
+    import pandas as pd
+    from train_fixtures import write_data, write_split
+
+    from leukopipe.report.compare import flat_rows
+    from leukopipe.train.checkpoint_saver import read_torch_file
+    from leukopipe.train.weights import weights_record
+
+    backbone = "resnet18.tv_in1k"
+    path = save_weights(_CREATE_MODEL(backbone, pretrained=False),
+                        weights_path(tmp_path / "w", backbone), backbone)
+    record = tmp_path / "weights" / f"{backbone}.json"
+    record.parent.mkdir()
+    record.write_text(json.dumps(weights_record(path, backbone)))
+    assert json.loads(record.read_text())["pretraining_data"] == "ImageNet-1k"
+    data = write_data(tmp_path, n_train=16, n_val=8)
+    data["test_manifest"], data["test_pixels"] = write_split(tmp_path, "test", 8, seed=3)
+    for key in ("val_manifest", "test_manifest"):  # one class per subject, as in C-NMC
+        df = pd.read_parquet(data[key])
+        df["subject"] = [f"{'' if y else 'H'}{i % 2}" for i, y in enumerate(df["label"])]
+        df.to_parquet(data[key], index=False)
+    run = lambda args: subprocess.run(  # noqa: E731
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    proc = run([
+        "scripts/train.py", "--backbone", backbone, "--strategy", "frozen", "--epochs", "1",
+        "--batch-size", "8", "--workers", "0", "--amp", "none", "--device", "cpu",
+        "--pretrained-weights", str(path), "--weights-record", str(record),
+        "--train-manifest", str(data["train_manifest"]),
+        "--train-pixels", str(data["train_pixels"]),
+        "--val-manifest", str(data["val_manifest"]), "--val-pixels", str(data["val_pixels"]),
+        "--out-dir", str(tmp_path / "run"), "--resume-dir", str(tmp_path / "resume"),
+    ])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    meta = read_torch_file(tmp_path / "run" / "best.pt", "cpu")
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    assert meta["mean"] == list(cfg.mean) and meta["std"] == list(cfg.std)
+    out = tmp_path / "eval"
+    proc = run([
+        "scripts/evaluate.py", "--checkpoint", str(tmp_path / "run" / "best.pt"),
+        "--test-manifest", str(data["test_manifest"]), "--test-pixels", str(data["test_pixels"]),
+        "--val-manifest", str(data["val_manifest"]), "--val-pixels", str(data["val_pixels"]),
+        "--threshold", "0.5", "--bootstrap", "10", "--referral-target", "0.9",
+        "--referral-criterion", "accuracy", "--batch-size", "8", "--device", "cpu",
+        "--experiment-json", json.dumps({"name": "x", "split": "official", "backbone": backbone,
+                                         "strategy": "frozen"}),
+        "--predictions-out", str(out / "predictions.parquet"),
+        "--metrics-out", str(out / "metrics.json"),
+    ])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["weights"]["pretrained_tag"] == "tv_in1k"
+    rec = {**metrics, "_path": str(out / "metrics.json")}
+    row = flat_rows([rec]).iloc[0]
+    assert row["backbone"] == "resnet18" and row["weights_tag"] == "tv_in1k"
+    assert row["model"] == "resnet18 (frozen) · tv_in1k"
+    assert pd.notna(row["temperature"])

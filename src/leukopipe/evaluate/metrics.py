@@ -262,6 +262,70 @@ def reliability_table(y_true: Any, prob_all: Any, n_bins: int = 15) -> pd.DataFr
     )
 
 
+def brier_score(y_true: Any, prob_all: Any) -> float:
+    """Mean squared difference between the probability of ALL and the label (0 is perfect)."""
+    y, p = check_predictions(y_true, prob_all)
+    return float(np.mean((p - y) ** 2)) if y.size else float("nan")
+
+
+def _ece_brier_for_weights(
+    y: np.ndarray, p: np.ndarray, weights: np.ndarray, n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ECE and Brier score of every row of resampling ``weights`` (n_rows x cells)."""
+    _, pred, conf, idx = _confidence_bins(p, n_bins)
+    onehot = np.zeros((y.size, n_bins))
+    onehot[np.arange(y.size), idx] = 1.0
+    correct = (pred == y).astype(np.float64)
+    count = weights @ onehot
+    ece = _ece_from_sums(count, weights @ (onehot * conf[:, None]),
+                         weights @ (onehot * correct[:, None]))
+    brier = _div(weights @ ((p - y) ** 2), weights.sum(axis=1))
+    return ece, brier
+
+
+def calibration_ci(
+    y_true: Any,
+    probs: dict[str, Any],
+    groups: Sequence[Any] | np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    n_bins: int = 15,
+) -> dict[str, Any]:
+    """Subject-bootstrap intervals of ECE and Brier score for several probability vectors of
+    the same cells (e.g. before and after calibration), each resample shared by all of them so
+    that the intervals are paired: ``{"ece": {name: (lo, hi)}, "brier": {...}, "bootstrap":
+    {...}}``."""
+    y = _as_labels(y_true)
+    ps = {name: _as_probs(p, y.size) for name, p in probs.items()}
+    _, unit_of_cell = np.unique(np.asarray(groups), return_inverse=True)
+    n_units = int(unit_of_cell.max()) + 1 if y.size else 0
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CHUNK_ELEMENTS // max(y.size * n_bins, 1))
+    draws: dict[str, dict[str, list[np.ndarray]]] = {
+        m: {name: [] for name in ps} for m in ("ece", "brier")
+    }
+    for start in range(0, n_boot, chunk):
+        w = _resample_weights(rng, min(chunk, n_boot - start), unit_of_cell, n_units)
+        for name, p in ps.items():
+            ece, brier = _ece_brier_for_weights(y, p, w, n_bins)
+            draws["ece"][name].append(ece)
+            draws["brier"][name].append(brier)
+    alpha = 1.0 - level
+    out: dict[str, Any] = {}
+    for m, per_name in draws.items():
+        out[m] = {}
+        for name, parts in per_name.items():
+            lo, hi = np.quantile(np.concatenate(parts), [alpha / 2, 1 - alpha / 2])
+            out[m][name] = (float(lo), float(hi))
+    out["bootstrap"] = {
+        "unit": "subject", "n_units": n_units, "n_boot": int(n_boot), "level": float(level),
+        "seed": int(seed), "n_bins": n_bins,
+    }
+    return out
+
+
 # ----------------------------------------------------------------------------- summary
 def binary_metrics(y_true: Any, prob_all: Any, threshold: float = 0.5) -> dict[str, Any]:
     """All scalar metrics at ``threshold`` plus roc_auc (None if one class), ece, n, n_all,

@@ -67,5 +67,6 @@ def pool(
         "pooled": True,
         "folds": [str(rec["experiment"]["name"]) for _, rec in parts],
     }
-    record["training"] = {}
+    # the folds train alike: the first one's weights record stands for all
+    record["training"] = {"weights": (parts[0][1].get("training") or {}).get("weights")}
     return predictions, record

@@ -91,6 +91,19 @@ TABLES: dict[str, Caption] = {
         " training folds, tested on the preliminary set's unseen subjects), printed as"
         " fractions and shown here in percent; sensitivity is the ALL-class recall.",
     ),
+    "calibration": Caption(
+        "Table 8. Calibration (temperature scaling) and expert referral",
+        "Each model's probabilities rescaled by one temperature T fitted on its validation set"
+        " (p_cal = sigmoid(logit(p) / T), minimising the validation negative log-likelihood;"
+        " T above 1: the model was overconfident). Expected calibration error (15 equal-width"
+        " confidence bins) and Brier score on the test set before and after, each with a 95 %"
+        " bootstrap interval resampling test subjects (paired: the same resamples before and"
+        " after). Calls and the order of confidences do not change, so accuracy, AUC and the"
+        " cells referred stay the same; Study B's referral threshold (the lowest confidence"
+        " whose accepted validation cells reach evaluate.referral_target) is chosen on the"
+        " calibrated validation probabilities and so reads as a probability of the called"
+        " class. Pooled cross-validation: each fold's own temperature and threshold.",
+    ),
 }
 
 SECTIONS = {
@@ -110,6 +123,9 @@ FIGURES: dict[str, str] = {
     " evaluated.",
     "reliability": "Reliability diagram: accuracy versus confidence of the predicted class on"
     " the test set; the expected calibration error (ECE) is in the legend.",
+    "reliability_calibrated": "Reliability diagram after temperature scaling (one temperature"
+    " per model, fitted on its validation set): accuracy versus calibrated confidence of the"
+    " predicted class on the test set, ECE in the legend.",
     "risk_coverage": "Expert referral (Study B's hybrid workflow): accuracy of the cells the"
     " model keeps versus the share it keeps; the diamond is the confidence threshold chosen on"
     " validation for the target.",

@@ -24,6 +24,7 @@ import pandas as pd
 from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
 from leukopipe.report.protocol import group_protocol
+from leukopipe.train.weight_files import split_tag
 from leukopipe.workflow.split_modes import family, parse_split_id
 
 # column -> (metrics.json key, header); percentages as in Study A's Table 2
@@ -50,6 +51,8 @@ SHOWN = [
     "Weighted F1",
 ]
 POOLED = "pooled out-of-fold"
+# weights_tag of a run trained from random initialisation (weights.pretrained false)
+RANDOM_INIT = "random init"
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -84,7 +87,11 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "variant": exp.get("variant", "single"),
             "ensemble": exp.get("ensemble"),
             "n_members": len(exp.get("members", [])) or None,
-            "backbone": exp.get("backbone", tr.get("backbone")),
+            # the architecture; a tag named in the config (resnet50.tv_in1k) is weights_tag's
+            "backbone": split_tag(str(exp.get("backbone", tr.get("backbone"))))[0]
+            if exp.get("backbone", tr.get("backbone")) is not None
+            else None,
+            **_weights_columns(tr),
             "strategy": exp.get("strategy", tr.get("strategy")),
             "partial_stages": exp.get("partial_stages"),
             "seed": exp.get("seed"),
@@ -106,6 +113,7 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "referred_fraction": rec["referral"]["test"]["referred_fraction"],
             "accepted_accuracy": rec["referral"]["test"]["accepted_accuracy"],
             "ece": rec["metrics"].get("ece"),
+            **_calibration_columns(rec.get("calibration")),
             "code_version": rec.get("provenance", {}).get("code_version"),
             "checkpoint_sha256": rec.get("checkpoint", {}).get("sha256"),
             "metrics_file": rec["_path"],
@@ -143,6 +151,40 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def _weights_columns(training: dict[str, Any]) -> dict[str, Any]:
+    """The weights a run started from, from its record: timm tag and pretraining data,
+    "random init" without weights, None when the record does not say (ensembles, old runs)."""
+    if "weights" not in training:
+        return {"weights_tag": None, "pretraining_data": None}
+    weights = training["weights"]
+    if not weights:
+        return {"weights_tag": RANDOM_INIT, "pretraining_data": None}
+    return {
+        "weights_tag": weights.get("pretrained_tag"),
+        "pretraining_data": weights.get("pretraining_data"),
+    }
+
+
+def _calibration_columns(cal: dict[str, Any] | None) -> dict[str, Any]:
+    """Temperature, ECE and Brier score before/after on test with their intervals, and the
+    referral on calibrated probabilities (metrics.json's calibration block; none: NaN)."""
+    if not cal:
+        return {}
+    temps = cal.get("temperatures") or [cal["temperature"]]
+    out: dict[str, Any] = {
+        "temperature": float(np.mean(temps)),
+        "cal_referral_threshold": cal["referral"]["threshold"],
+        "cal_referred_fraction": cal["referral"]["test"]["referred_fraction"],
+        "cal_accepted_accuracy": cal["referral"]["test"]["accepted_accuracy"],
+    }
+    for metric in ("ece", "brier"):
+        for when in ("before", "after"):
+            key = f"{metric}_{when}"
+            out[key] = cal["test"][metric][when]
+            out[f"{key}_lo"], out[f"{key}_hi"] = cal["ci"][metric][when]
+    return out
+
+
 def model_label(backbone: str, strategy: str, partial_stages: Any) -> str:
     """Readable model name, e.g. ``resnet18 (partial: last 2 stages)``."""
     if strategy == "partial":
@@ -157,7 +199,10 @@ def row_label(r: Any) -> str:
         return f"ensemble {r.ensemble} (soft vote{n})"
     label = model_label(r.backbone, r.strategy, r.partial_stages)
     label = f"{label} + TTA x8" if r.variant == "tta" else label
-    # what else tells two runs of one backbone apart: the group's preprocessing, layer decay
+    # what else tells two runs of one backbone apart: the weights, preprocessing, layer decay
+    tag = getattr(r, "weights_tag", None)
+    if isinstance(tag, str) and tag:
+        label += f" · {tag}"
     if isinstance(r.preprocessing, str) and r.preprocessing:
         label += f" · {r.preprocessing}"
     if r.layer_decay is not None and not pd.isna(r.layer_decay):
@@ -251,6 +296,38 @@ def subject_level_table(rows: pd.DataFrame) -> pd.DataFrame:
                     else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
                 )
             out.append(rec)
+    return pd.DataFrame(out)
+
+
+def calibration_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model (folds only pooled): the temperature fitted on validation, ECE and Brier score
+    on test before and after temperature scaling [subject-bootstrap 95 % CI], and Study B's
+    referral with its threshold chosen on the calibrated validation probabilities."""
+    if "temperature" not in rows:
+        return pd.DataFrame()
+    shown = rows[(rows["fold"].isna() | rows["pooled"]) & rows["temperature"].notna()]
+    out = []
+    for r in shown.itertuples():
+        rec: dict[str, Any] = {
+            "Model": r.model,
+            "Split": split_label(r),
+            "Protocol": r.protocol,
+            "Seed": _seed(r.seed),
+            "Temperature": f"{r.temperature:.2f}" + (" (mean of folds)" if r.pooled else ""),
+        }
+        for metric, header in (("ece", "ECE"), ("brier", "Brier")):
+            for when in ("before", "after"):
+                key = f"{metric}_{when}"
+                rec[f"{header} {when}"] = (
+                    f"{getattr(r, key):.3f} [{getattr(r, key + '_lo'):.3f},"
+                    f" {getattr(r, key + '_hi'):.3f}]"
+                )
+        rec["Referral threshold (calibrated)"] = (
+            f"{r.cal_referral_threshold:.3f}" + (" (mean of folds)" if r.pooled else "")
+        )
+        rec["Referred %"] = pct(r.cal_referred_fraction)
+        rec["Accepted acc. %"] = pct(r.cal_accepted_accuracy)
+        out.append(rec)
     return pd.DataFrame(out)
 
 

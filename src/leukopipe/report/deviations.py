@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from leukopipe.report.published import load_published
+from leukopipe.train.weight_files import pretraining_data
 
 
 def _image_split(rows: pd.DataFrame) -> list[str]:
@@ -56,40 +57,46 @@ def _pretrained(rows: pd.DataFrame) -> list[str]:
     trained = rows[(rows["variant"] == "single") & rows["backbone"].notna()]
     if trained.empty:
         return []
-    uses = trained.groupby("backbone")["pretrained_weights"].agg(lambda s: s.notna().any())
+    tags = trained["weights_tag"] if "weights_tag" in trained else pd.Series(None, trained.index)
+    uses = trained.assign(tag=tags.where(tags.notna(), None)).groupby(
+        ["backbone", "tag"], dropna=False
+    )["pretrained_weights"].agg(lambda s: s.notna().any())
     size = trained["image_size"].dropna()
     at = f" at {int(size.iloc[0])} px" if len(size) and size.nunique() == 1 else ""
     if not uses.any():
         return [
             f"Pretrained weights: none; every model here trains{at} from random initialisation"
             " (weights.pretrained is false), unlike both studies. With pretrained weights, each"
-            " backbone uses timm's default tag, whose resolution and normalisation this list"
-            " then names."
+            " backbone uses the timm tag its name gives (architecture.tag) or timm's default"
+            " tag, whose resolution, normalisation and pretraining data this list then names."
         ]
     parts = []
-    for backbone, pretrained in uses.items():
+    for (backbone, recorded), pretrained in uses.items():
         if not pretrained:
             parts.append(f"{backbone}: random initialisation (no weights file)")
             continue
-        tag = pretrained_tag(str(backbone))
+        # the tag the run's weights record names; older records: timm's default tag
+        named = f"{backbone}.{recorded}" if isinstance(recorded, str) else str(backbone)
+        tag = pretrained_tag(named)
+        data = pretraining_data(tag["tag"]) or "see the tag's model card"
         parts.append(
-            f"{backbone}: timm tag {tag['tag']}, pretrained at {tag['input']} px, normalised"
-            f" with mean {tag['mean']} and std {tag['std']}"
+            f"{backbone}: timm tag {tag['tag']} ({data}), pretrained at {tag['input']} px,"
+            f" normalised with mean {tag['mean']} and std {tag['std']}"
         )
     return [
-        f"Pretrained weights: timm's default tag of each architecture, trained at its own"
+        f"Pretrained weights: the timm tag each run's weights record names, trained at its own"
         f" resolution and normalisation, while every model here trains{at}: "
         + "; ".join(parts)
-        + ". The studies do not name their weights. Another tag (listed by"
-        " timm.list_pretrained('<architecture>*')) cannot be chosen from the config:"
-        " experiments[].backbones takes architecture names, and the input normalisation follows"
-        " the default tag, so placing another tag's weights in the weights file would"
-        " normalise inputs for the wrong weights."
+        + ". The studies do not name their weights. experiments[].backbones chooses a tag as"
+        " architecture.tag (e.g. resnet50.tv_in1k, torchvision's original weights; the tags"
+        " are listed by timm.list_pretrained('<architecture>*')); a bare architecture takes"
+        " timm's default tag. The input normalisation and the weights file follow the tag."
     ]
 
 
 def pretrained_tag(backbone: str) -> dict[str, str]:
-    """timm's default pretrained tag of ``backbone``: tag, input size and normalisation."""
+    """timm's pretrained tag of ``backbone`` (``architecture.tag``, or the architecture's default
+    tag): tag, input size and normalisation."""
     import timm  # deferred: only the report needs the registry, and it imports torch
 
     from leukopipe.train.models import normalisation

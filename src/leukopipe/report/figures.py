@@ -111,7 +111,11 @@ def training_curves_figure(
     _save(fig, path)
 
 
-def reliability_figure(preds: Mapping[str, pd.DataFrame], path: str | Path) -> None:
+def reliability_figure(
+    preds: Mapping[str, pd.DataFrame],
+    path: str | Path,
+    title: str = "Reliability diagram (test set)",
+) -> None:
     """Reliability diagram: accuracy versus confidence per bin, with ECE in the legend."""
     fig, ax = plt.subplots(figsize=(6.5, 6))
     for name, df in preds.items():
@@ -125,7 +129,7 @@ def reliability_figure(preds: Mapping[str, pd.DataFrame], path: str | Path) -> N
     ax.set(
         xlabel="confidence of the predicted class",
         ylabel="accuracy",
-        title="Reliability diagram (test set)",
+        title=title,
         xlim=(0.5, 1.0),
         ylim=(0, 1.02),
     )
@@ -234,5 +238,15 @@ def comparison_figures(rows: pd.DataFrame, folder: str | Path) -> list[Path]:
     confusion_figure(preds, paths["confusion"])
     training_curves_figure(hist, paths["training_curves"], best)
     reliability_figure(preds, paths["reliability"])
+    # the same diagram on the temperature-scaled probabilities (metrics.json: calibration)
+    calibrated = {
+        name: df.assign(prob_all=df["prob_all_calibrated"])
+        for name, df in preds.items()
+        if "prob_all_calibrated" in df
+    }
+    reliability_figure(
+        calibrated, paths["reliability_calibrated"],
+        title="Reliability diagram after temperature scaling (test set)",
+    )
     risk_coverage_figure(preds, paths["risk_coverage"], thresholds)
     return list(paths.values())

@@ -11,7 +11,13 @@ import pandas as pd
 
 from leukopipe.report import literature
 from leukopipe.report.captions import SECTIONS, TABLES
-from leukopipe.report.compare import SHOWN, display_table, subject_level_table, summary_table
+from leukopipe.report.compare import (
+    SHOWN,
+    calibration_table,
+    display_table,
+    subject_level_table,
+    summary_table,
+)
 from leukopipe.report.deviations import deviations
 from leukopipe.report.published import citations
 from leukopipe.workflow import atomic
@@ -57,6 +63,7 @@ def build(rows: pd.DataFrame) -> list[Table]:
         _table("honest", literature.honest_table(rows)),
         _table("leakage", literature.leakage_table(rows)),
         _table("cross_validation", literature.cross_validation_table(rows)),
+        _table("calibration", calibration_table(rows)),
     ]
 
 

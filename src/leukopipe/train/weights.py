@@ -22,7 +22,7 @@ from torch import nn
 
 from leukopipe.errors import UserError
 from leukopipe.train.models import classifier_names, is_head_key
-from leukopipe.train.weight_files import fetch_command, meta_path
+from leukopipe.train.weight_files import fetch_command, meta_path, pretraining_data
 from leukopipe.workflow.atomic import atomic_path, write_json
 from leukopipe.workflow.hashing import sha256_file
 
@@ -63,8 +63,9 @@ def save_weights(
 
 
 def weights_record(path: str | os.PathLike[str], backbone: str) -> dict[str, Any]:
-    """What a run records about the weights it starts from: their sha256 and timm tag; the
-    folder is provenance only (the same file elsewhere is the same weights)."""
+    """What a run records about the weights it starts from: their sha256, timm tag and the
+    data the tag was pretrained on; the folder is provenance only (the same file elsewhere is
+    the same weights)."""
     path = Path(path)
     sidecar = meta_path(path)
     meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
@@ -74,9 +75,16 @@ def weights_record(path: str | os.PathLike[str], backbone: str) -> dict[str, Any
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
         "pretrained_tag": cfg.get("tag"),
+        "pretraining_data": pretraining_data(cfg.get("tag")),
         "hf_hub_id": cfg.get("hf_hub_id"),
         "located_at": str(path),
     }
+
+
+def recorded_weights(record: str | os.PathLike[str]) -> dict[str, Any]:
+    """The weights record a checkpoint and its metrics carry: everything but the location."""
+    rec = json.loads(Path(record).read_text(encoding="utf-8"))
+    return {k: v for k, v in rec.items() if k != "located_at"}
 
 
 def check_against_record(path: str | os.PathLike[str], record: str | os.PathLike[str]) -> None:

@@ -38,10 +38,13 @@ def _installation_key() -> str | None:
 
 
 def timm_models() -> dict[str, bool]:
-    """Every name ``timm.list_models()`` returns for the installed timm, mapped to whether its
-    pretrained config fixes the input size (true for vision transformers, false for CNNs)."""
+    """Every name ``timm.list_models()`` returns for the installed timm, and every pretrained tag
+    ``timm.list_pretrained()`` returns (``architecture.tag``, e.g. ``resnet50.tv_in1k``), mapped
+    to whether its pretrained config fixes the input size (true for vision transformers)."""
     key = _installation_key()
-    cached = cache_dir() / f"timm-models-{key}.json" if key else None
+    # with-tags: the list also holds every pretrained tag (``resnet50.tv_in1k``), which the
+    # first format (timm-models-<key>.json) lacked
+    cached = cache_dir() / f"timm-models-with-tags-{key}.json" if key else None
     if cached is not None:
         try:
             known = json.loads(cached.read_text(encoding="utf-8"))
@@ -52,7 +55,7 @@ def timm_models() -> dict[str, bool]:
     import timm  # deferred: slow, and needed only when the cache cannot answer
 
     known = {}
-    for name in timm.list_models():
+    for name in [*timm.list_models(), *timm.list_pretrained()]:
         cfg = timm.models.get_pretrained_cfg(name)
         known[name] = bool(cfg is not None and cfg.fixed_input_size)
     if cached is not None:

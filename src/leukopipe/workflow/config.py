@@ -219,7 +219,8 @@ def _check_backbones(config: dict[str, Any]) -> None:
                 hint = f" (similar: {', '.join(close)})" if close else ""
                 raise ConfigError(
                     f"config error: experiments[{gi}].backbones[{bi}] = {json.dumps(name)} is not"
-                    f" allowed; expected a timm model name{hint}"
+                    f" allowed; expected a timm model name or pretrained tag"
+                    f" (architecture.tag){hint}"
                 )
     _check_patch_grids(config, known)
 
