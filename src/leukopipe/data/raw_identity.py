@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from leukopipe.data.debris import debris_kind
 from leukopipe.errors import UserError
 from leukopipe.workflow.atomic import write_json
 from leukopipe.workflow.hashing import sha256_file
@@ -28,12 +29,15 @@ CACHE_NAME = "raw_hashes.json"
 
 
 def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
-    """(relative path, stat) of every regular file under ``root``, hidden files skipped."""
+    """(relative path, stat) of every regular file under ``root``, hidden files and archive debris
+    skipped (a copy unzipped on a Mac is the same data as one unzipped elsewhere)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and debris_kind(d, True) is None
+        )
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or debris_kind(name, False) is not None:
                 continue
             path = Path(dirpath) / name
             st = path.stat()
