@@ -38,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="folder holding (or receiving) the extracted copy; treated as read-only",
     )
+    p.add_argument(
+        "--raw-archive",
+        type=Path,
+        default=None,
+        help="archive file to extract once into --raw-dir (source=existing, raw_dir an archive)",
+    )
     p.add_argument("--url", default=None, help="archive URL (source=url)")
     p.add_argument(
         "--sha256",
@@ -73,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         archive_dir=args.archive_dir,
         synthetic={**json.loads(args.synthetic_json), "workers": args.workers},
         progress=not args.no_progress,
+        raw_archive=args.raw_archive,
     )
     layout = locate(args.raw_dir)
     record = {
