@@ -77,15 +77,31 @@ def get_raw_dir(wildcards, output):
 
 
 def get_download_locations(wildcards, output):
-    """Archive URL and folder of source: url, and the archive file raw_dir may name
-    (locations: never rerun triggers)."""
+    """Archive URL and folder of source: url, the archive file raw_dir may name and the
+    Kaggle cache folder (locations: never rerun triggers)."""
     data = config["data"]
     archive = data["raw_dir"] if archive_stem(data["raw_dir"]) else None
+    kaggle_cache = data["kaggle"]["cache_dir"] if data["source"] == "kaggle" else None
     return " ".join(
         [
             option("--url", data["url"]),
             option("--archive-dir", data["archive_dir"]),
             option("--raw-archive", archive),
+            option("--kaggle-cache-dir", kaggle_cache),
+        ]
+    )
+
+
+def get_kaggle_source(wildcards):
+    """The Kaggle dataset and version to fetch (source: kaggle; what the data are: a rerun
+    trigger)."""
+    kaggle = config["data"]["kaggle"]
+    if config["data"]["source"] != "kaggle":
+        return ""
+    return " ".join(
+        [
+            option("--kaggle-handle", kaggle["handle"]),
+            option("--kaggle-version", kaggle["version"]),
         ]
     )
 

@@ -31,13 +31,14 @@ from typing import Any
 from tqdm import tqdm
 
 from leukopipe import __version__
+from leukopipe.data.kaggle import fetch_kaggle, kaggle_link
 from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.workflow.diskspace import disk_full, free_bytes
 from leukopipe.workflow.hashing import CHUNK, sha256_file, update_from_file
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("existing", "url", "synthetic")
+SOURCES = ("existing", "url", "kaggle", "synthetic")
 # data.raw_dir may name a downloaded archive instead of a folder (source: existing)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar")
 
@@ -482,7 +483,10 @@ def archive_stem(path: str | os.PathLike[str]) -> str | None:
 
 def raw_folder(data: dict[str, Any]) -> Path:
     """The folder holding the raw copy for the ``data`` settings: ``raw_dir``, or, when
-    ``raw_dir`` names an archive file, the folder it is extracted into under ``archive_dir``."""
+    ``raw_dir`` names an archive file, the folder it is extracted into under ``archive_dir``;
+    for source: kaggle, the fixed link under ``kaggle.cache_dir``."""
+    if data["source"] == "kaggle":
+        return kaggle_link(data["kaggle"])
     stem = archive_stem(data["raw_dir"])
     if stem is None:
         return Path(data["raw_dir"])
@@ -581,6 +585,7 @@ def ensure_raw(
     synthetic: dict[str, Any] | None = None,
     progress: bool = True,
     raw_archive: Path | None = None,
+    kaggle: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the raw dataset present under ``raw_dir`` and describe it (JSON-able dict).
 
@@ -589,8 +594,9 @@ def ensure_raw(
     ``synthetic`` (generate the demo dataset with ``leukopipe.data.synthetic``; an existing folder
     is reused only if it was generated from the same spec). With ``raw_archive`` (source
     ``existing``: data.raw_dir names an archive file) the archive is extracted once into
-    ``raw_dir``, its folder under ``archive_dir``.
-    Returns {source, raw_dir, url, sha256, archive, files, bytes, synthetic}; ``sha256`` is
+    ``raw_dir``, its folder under ``archive_dir``. ``kaggle`` ({handle, version, cache_dir}:
+    source ``kaggle``) fetches the dataset with kagglehub; ``raw_dir`` is then its fixed link.
+    Returns {source, raw_dir, url, sha256, archive, files, bytes, synthetic, kaggle}; ``sha256`` is
     the archive's actual digest when this call downloaded or verified it, else None.
     """
     if source not in SOURCES:
@@ -598,9 +604,15 @@ def ensure_raw(
     raw_dir = Path(raw_dir)
     archive: Path | None = None
     actual_sha: str | None = None
+    fetched: dict[str, Any] | None = None
 
     if source == "synthetic":
         _ensure_synthetic(raw_dir, synthetic)
+    elif source == "kaggle":
+        settings = kaggle or {}
+        fetched = fetch_kaggle(settings["handle"], settings.get("version"), settings["cache_dir"])
+        if Path(fetched["link"]) != raw_dir:
+            raise InvalidInputError(f"--raw-dir {raw_dir} is not the Kaggle link {fetched['link']}")
     elif raw_archive is not None:
         archive = Path(raw_archive)
         extract_raw_archive(archive, raw_dir)
@@ -632,4 +644,5 @@ def ensure_raw(
         "files": files,
         "bytes": size,
         "synthetic": synthetic if source == "synthetic" else None,
+        "kaggle": fetched,
     }

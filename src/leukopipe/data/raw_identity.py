@@ -90,12 +90,16 @@ def content_digest(root: str | os.PathLike[str], cache: str | os.PathLike[str]) 
 
 def source_identity(data: dict[str, Any]) -> str:
     """What determines the data before any file exists: the generator's settings, the archive's
-    checksum (or, without one, its URL), or, for an existing copy, nothing but its content."""
+    checksum (or, without one, its URL), the Kaggle handle and version (``latest`` until one is
+    pinned), or, for an existing copy, nothing but its content."""
     source = data["source"]
     if source == "synthetic":
         return "synthetic:" + json.dumps(data["synthetic"], sort_keys=True)
     if source == "url":
         return "url:" + (data["sha256"] or data["url"])
+    if source == "kaggle":
+        kaggle = data["kaggle"]
+        return f"kaggle:{kaggle['handle']}:{kaggle['version'] or 'latest'}"
     return "existing"
 
 
