@@ -271,3 +271,16 @@ def test_an_unknown_handle_is_one_line(tmp_path: Path, standin: StandIn) -> None
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "data.kaggle.handle" in lines[0] and "404" in lines[0], lines
+
+
+def test_a_changed_cached_copy_is_named_not_used(tmp_path: Path, standin: StandIn) -> None:
+    env = kaggle_env(standin, tmp_path / "home")
+    cache = tmp_path / "cache"
+    assert download(env, cache, tmp_path / "raw.json").returncode == 0
+    version_dir = cache / "datasets" / HANDLE / "versions" / "2"
+    victim = next(p for p in sorted(version_dir.rglob("*.bmp")))
+    victim.unlink()
+    result = download(env, cache, tmp_path / "raw.json")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(version_dir) in lines[0] and "delete" in lines[0], lines
