@@ -11,7 +11,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
 GPU_CHECK_OUT ?= gpu-check
 
-.PHONY: env demo test lint benchmark stale gpu-check clean-demo
+.PHONY: env demo test lint benchmark stale gpu-check clean-demo slurm-profile
 
 env: $(STAMP)
 
@@ -46,6 +46,11 @@ stale: $(STAMP)
 # Pipeline + resume + benchmark on one CUDA node in < 9 minutes; summary in $(GPU_CHECK_OUT)/.
 gpu-check:
 	$(CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT)
+
+# Once per checkout on the cluster: links profiles/slurm into Snakemake's user profile folder
+# ($$XDG_CONFIG_HOME/snakemake/slurm), so that `snakemake --profile slurm` works as typed.
+slurm-profile:
+	sh tools/link-slurm-profile.sh $(CHECK_PYTHON)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

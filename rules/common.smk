@@ -8,6 +8,7 @@
 import shlex
 from pathlib import Path
 
+from leukopipe.data.download import archive_stem, raw_folder
 from leukopipe.data.raw_identity import CACHE_NAME, download_identity, merge_identity
 from leukopipe.train.weight_files import weights_path
 from leukopipe.workflow.code_fingerprint import code_fingerprint
@@ -70,15 +71,38 @@ def get_merge_identity(wildcards):
 
 
 def get_raw_dir(wildcards, output):
-    """Where the raw copy is now (a location: derived param, never a rerun trigger)."""
-    return config["data"]["raw_dir"]
+    """Where the raw copy is now (a location: derived param, never a rerun trigger); for an
+    archive file, the folder it is extracted into."""
+    return str(raw_folder(config["data"]))
 
 
 def get_download_locations(wildcards, output):
-    """Archive URL and folder of source: url (locations: never rerun triggers)."""
+    """Archive URL and folder of source: url, the archive file raw_dir may name and the
+    Kaggle cache folder (locations: never rerun triggers)."""
     data = config["data"]
+    archive = data["raw_dir"] if archive_stem(data["raw_dir"]) else None
+    kaggle_cache = data["kaggle"]["cache_dir"] if data["source"] == "kaggle" else None
     return " ".join(
-        [option("--url", data["url"]), option("--archive-dir", data["archive_dir"])]
+        [
+            option("--url", data["url"]),
+            option("--archive-dir", data["archive_dir"]),
+            option("--raw-archive", archive),
+            option("--kaggle-cache-dir", kaggle_cache),
+        ]
+    )
+
+
+def get_kaggle_source(wildcards):
+    """The Kaggle dataset and version to fetch (source: kaggle; what the data are: a rerun
+    trigger)."""
+    kaggle = config["data"]["kaggle"]
+    if config["data"]["source"] != "kaggle":
+        return ""
+    return " ".join(
+        [
+            option("--kaggle-handle", kaggle["handle"]),
+            option("--kaggle-version", kaggle["version"]),
+        ]
     )
 
 

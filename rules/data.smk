@@ -19,12 +19,14 @@ rule download:
         synthetic=as_json(config["data"]["synthetic"]),
         raw_dir=get_raw_dir,
         locations=get_download_locations,
+        kaggle=get_kaggle_source,
         code=get_code("download"),
     shell:
         "python scripts/download.py"
         " --source {params.source}"
         " --raw-dir {params.raw_dir:q}"
         " {params.locations}"
+        " {params.kaggle}"
         " {params.sha256}"
         " --synthetic-json '{params.synthetic}'"
         " --workers {threads}"

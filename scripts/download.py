@@ -2,7 +2,8 @@
 """Download step: make the raw C-NMC data present and describe where it is (raw.json).
 
 source=existing uses an extracted copy at --raw-dir; source=url downloads an archive
-(sha256-verified, resumable, with a progress bar) and extracts it there; source=synthetic
+(sha256-verified, resumable, with a progress bar) and extracts it there; source=kaggle
+fetches a Kaggle dataset with kagglehub and points --raw-dir (a link) at it; source=synthetic
 generates the synthetic dataset in the C-NMC on-disk layout. The copy is then recognised
 (layout A, B or nested) and described in raw.json; nothing inside --raw-dir is modified.
 """
@@ -15,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.data.download import ensure_raw
+from leukopipe.data.download import SOURCES, ensure_raw
 from leukopipe.data.raw_identity import CACHE_NAME, content_digest
 from leukopipe.data.raw_layout import locate
 from leukopipe.workflow import atomic, cli
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--source",
         required=True,
-        choices=("existing", "url", "synthetic"),
+        choices=SOURCES,
         help="where the raw images come from",
     )
     p.add_argument(
@@ -37,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         required=True,
         type=Path,
         help="folder holding (or receiving) the extracted copy; treated as read-only",
+    )
+    p.add_argument(
+        "--raw-archive",
+        type=Path,
+        default=None,
+        help="archive file to extract once into --raw-dir (source=existing, raw_dir an archive)",
     )
     p.add_argument("--url", default=None, help="archive URL (source=url)")
     p.add_argument(
@@ -61,6 +68,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="processes rendering the synthetic dataset (source=synthetic)",
     )
+    p.add_argument("--kaggle-handle", default=None, help="<owner>/<dataset> (source=kaggle)")
+    p.add_argument(
+        "--kaggle-version",
+        type=int,
+        default=None,
+        help="dataset version to fetch (source=kaggle; default: the latest)",
+    )
+    p.add_argument(
+        "--kaggle-cache-dir",
+        type=Path,
+        default=None,
+        help="kagglehub's cache folder, holding the version folders and the link (source=kaggle)",
+    )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.add_argument("--out", required=True, type=Path, help="raw.json to write")
     args = p.parse_args(argv)
@@ -73,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         archive_dir=args.archive_dir,
         synthetic={**json.loads(args.synthetic_json), "workers": args.workers},
         progress=not args.no_progress,
+        raw_archive=args.raw_archive,
+        kaggle={
+            "handle": args.kaggle_handle,
+            "version": args.kaggle_version,
+            "cache_dir": args.kaggle_cache_dir,
+        },
     )
     layout = locate(args.raw_dir)
     record = {

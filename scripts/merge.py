@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise MissingInputError(f"{args.raw_json}: not found; run the download step first")
     layout = locate(args.raw_dir)
     start = time.perf_counter()
-    index, summary = build_index(layout, args.expected_size or None, args.workers)
+    index, summary = build_index(layout, args.expected_size or None, args.workers, args.raw_dir)
     # the data are known by content, not by place: paths relative to the raw folder
     index["path"] = relative_paths(index["path"], args.raw_dir)
     seconds = time.perf_counter() - start
@@ -62,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workers": args.workers,
     }
     summary["provenance"] = provenance()
+    debris = summary["skipped_debris"]
+    if debris["count"]:
+        log.info(
+            "skipped %d piece(s) of archive debris, %d bytes (%s)",
+            debris["count"],
+            debris["bytes"],
+            ", ".join(f"{k}: {v['count']}" for k, v in debris["per_kind"].items()),
+        )
     atomic.write_parquet(args.index_out, index)
     atomic.write_json(args.summary_out, summary)
     log.info(

@@ -88,7 +88,7 @@ def _set(cfg: dict, dotted: str, value) -> dict:
         ("augment.target_per_class", -5, ">= 1"),
         ("train.lr", "fast", "type number"),
         ("train.batch_size", 3.5, "type integer"),
-        ("data.source", "ftp", '"existing", "url", "synthetic"'),
+        ("data.source", "ftp", '"existing", "url", "kaggle", "synthetic"'),
         ("augment.transforms.crop_scale", [0.9, 0.2], "low <= high"),
         ("experiments.0.strategies", ["thawed"], '"frozen", "partial", "full"'),
         ("run", "my run/1", "matching"),

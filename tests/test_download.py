@@ -560,6 +560,7 @@ def test_existing_folder_is_described_and_untouched(tmp_path: Path) -> None:
         "source": "existing", "raw_dir": str(raw), "url": None, "sha256": None,
         "archive": None, "files": len(TREE), "bytes": sum(len(v) for v in TREE.values()),
         "synthetic": None,
+        "kaggle": None,
     }
 
 
@@ -575,7 +576,7 @@ def test_url_downloads_extracts_then_reuses(server: ServerState, tmp_path: Path)
     assert info == {
         "source": "url", "raw_dir": str(raw), "url": url, "sha256": _sha(archive_bytes),
         "archive": str(archives / "C-NMC 2019.zip"), "files": len(TREE),
-        "bytes": sum(len(v) for v in TREE.values()), "synthetic": None,
+        "bytes": sum(len(v) for v in TREE.values()), "synthetic": None, "kaggle": None,
     }
     assert _read_tree(raw) == TREE
     assert len(server.log) == 1
@@ -617,8 +618,8 @@ def test_url_needs_a_url_and_a_file_name(tmp_path: Path) -> None:
 
 
 def test_unknown_source_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="existing, url, synthetic"):
-        ensure_raw("kaggle", tmp_path / "raw", archive_dir=tmp_path)
+    with pytest.raises(ValueError, match="existing, url, kaggle, synthetic"):
+        ensure_raw("ftp", tmp_path / "raw", archive_dir=tmp_path)
 
 
 def _fake_synthetic(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[Any]:

@@ -31,12 +31,16 @@ from typing import Any
 from tqdm import tqdm
 
 from leukopipe import __version__
+from leukopipe.data.kaggle import fetch_kaggle, kaggle_link
 from leukopipe.errors import InvalidInputError, MissingInputError, UserError
+from leukopipe.workflow.diskspace import disk_full, free_bytes
 from leukopipe.workflow.hashing import CHUNK, sha256_file, update_from_file
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("existing", "url", "synthetic")
+SOURCES = ("existing", "url", "kaggle", "synthetic")
+# data.raw_dir may name a downloaded archive instead of a folder (source: existing)
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar")
 
 CNMC_HELP = (
     "Obtain C-NMC 2019 from The Cancer Imaging Archive (collection \"C-NMC 2019\", "
@@ -468,6 +472,62 @@ def _archive_name(url: str) -> str:
     return name
 
 
+def archive_stem(path: str | os.PathLike[str]) -> str | None:
+    """The name of ``path`` without its archive suffix, or None when it is no archive name."""
+    name = Path(path).name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def raw_folder(data: dict[str, Any]) -> Path:
+    """The folder holding the raw copy for the ``data`` settings: ``raw_dir``, or, when
+    ``raw_dir`` names an archive file, the folder it is extracted into under ``archive_dir``;
+    for source: kaggle, the fixed link under ``kaggle.cache_dir``."""
+    if data["source"] == "kaggle":
+        return kaggle_link(data["kaggle"])
+    stem = archive_stem(data["raw_dir"])
+    if stem is None:
+        return Path(data["raw_dir"])
+    return Path(data["archive_dir"]) / stem
+
+
+def _unpacked_bytes(archive: Path) -> int:
+    """Bytes the archive's members take once extracted (what extraction needs on disk)."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive, "r:*") as tf:
+            return sum(m.size for m in tf.getmembers() if m.isfile())
+    return 0  # extract_archive names the file that is no archive
+
+
+def extract_raw_archive(archive: Path, dest: Path) -> Path:
+    """Extract the user's archive ``archive`` once into ``dest`` (reused when it is there).
+
+    The free space beside ``dest`` is checked first; extraction is atomic and refuses members
+    that would leave the folder (``extract_archive``). The archive itself is only read.
+    """
+    if not archive.is_file():
+        state = "is a folder, not an archive" if archive.is_dir() else "does not exist"
+        raise RawDataMissingError(
+            f"data.raw_dir = {str(archive)!r} {state}; expected a .zip, .tar.gz, .tgz or .tar"
+            f" file. {CNMC_HELP}"
+        )
+    if _is_non_empty_dir(dest):
+        log.info("Using %s, extracted from %s earlier", dest, archive)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    needed = _unpacked_bytes(archive)
+    free = free_bytes(dest.parent)
+    if needed > free:
+        raise disk_full(dest.parent, needed, free, f"extracting {archive.name}")
+    log.info("Extracting %s (%d bytes unpacked) into %s", archive, needed, dest)
+    return extract_archive(archive, dest)
+
+
 def _tree_stats(root: Path) -> tuple[int, int]:
     """(number of regular files, total bytes) under ``root``, following symlinked folders once."""
     files = size = 0
@@ -524,14 +584,19 @@ def ensure_raw(
     archive_dir: Path,
     synthetic: dict[str, Any] | None = None,
     progress: bool = True,
+    raw_archive: Path | None = None,
+    kaggle: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make the raw dataset present under ``raw_dir`` and describe it (JSON-able dict).
 
     ``source``: ``existing`` (the folder must already hold the data), ``url`` (reuse a
     non-empty ``raw_dir``, else download the archive into ``archive_dir`` and extract it) or
     ``synthetic`` (generate the demo dataset with ``leukopipe.data.synthetic``; an existing folder
-    is reused only if it was generated from the same spec).
-    Returns {source, raw_dir, url, sha256, archive, files, bytes, synthetic}; ``sha256`` is
+    is reused only if it was generated from the same spec). With ``raw_archive`` (source
+    ``existing``: data.raw_dir names an archive file) the archive is extracted once into
+    ``raw_dir``, its folder under ``archive_dir``. ``kaggle`` ({handle, version, cache_dir}:
+    source ``kaggle``) fetches the dataset with kagglehub; ``raw_dir`` is then its fixed link.
+    Returns {source, raw_dir, url, sha256, archive, files, bytes, synthetic, kaggle}; ``sha256`` is
     the archive's actual digest when this call downloaded or verified it, else None.
     """
     if source not in SOURCES:
@@ -539,9 +604,18 @@ def ensure_raw(
     raw_dir = Path(raw_dir)
     archive: Path | None = None
     actual_sha: str | None = None
+    fetched: dict[str, Any] | None = None
 
     if source == "synthetic":
         _ensure_synthetic(raw_dir, synthetic)
+    elif source == "kaggle":
+        settings = kaggle or {}
+        fetched = fetch_kaggle(settings["handle"], settings.get("version"), settings["cache_dir"])
+        if Path(fetched["link"]) != raw_dir:
+            raise InvalidInputError(f"--raw-dir {raw_dir} is not the Kaggle link {fetched['link']}")
+    elif raw_archive is not None:
+        archive = Path(raw_archive)
+        extract_raw_archive(archive, raw_dir)
     elif _is_non_empty_dir(raw_dir):
         log.info("Using the existing raw data in %s (it is never modified)", raw_dir)
     elif source == "existing":
@@ -570,4 +644,5 @@ def ensure_raw(
         "files": files,
         "bytes": size,
         "synthetic": synthetic if source == "synthetic" else None,
+        "kaggle": fetched,
     }

@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from leukopipe.data.cnmc_names import CLASS_NAMES, parse_name
+from leukopipe.data.debris import find_debris, is_debris
 from leukopipe.data.near_duplicates import perceptual_hash
 from leukopipe.data.raw_layout import RawDataError, RawLayout
 from leukopipe.workflow.workers import run_pool
@@ -57,8 +58,8 @@ class Entry:
 def _bmp_files(folder: Path) -> tuple[list[Path], list[Path]]:
     files, ignored = [], []
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.is_dir():
-            continue
+        if p.name.startswith(".") or p.is_dir() or is_debris(p):
+            continue  # hidden files and archive debris are skipped, counted by find_debris
         (files if p.suffix.lower() == ".bmp" else ignored).append(p)
     return files, ignored
 
@@ -210,9 +211,15 @@ def _limited(problems: Iterable[str]) -> str:
 
 
 def build_index(
-    layout: RawLayout, expected_size: int | None, workers: int = 1
+    layout: RawLayout,
+    expected_size: int | None,
+    workers: int = 1,
+    raw_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Index every labelled image; return the index and a summary.
+
+    The summary's ``skipped_debris`` lists the archive debris under ``raw_dir`` (default: the
+    layout's root), which nothing counts.
 
     Raises RawDataError listing every problem (each naming its file) when any is found.
     """
@@ -257,7 +264,9 @@ def build_index(
     index = index.astype({"label": "int64", "width": "int64", "height": "int64"})
     index = index.sort_values(["subset", "label", "image_id"], kind="stable").reset_index(drop=True)
     final_count = len(_bmp_files(layout.final_dir)[0]) if layout.final_dir else 0
-    return index, summarise(index, layout, final_count, ignored_a + ignored_b)
+    summary = summarise(index, layout, final_count, ignored_a + ignored_b)
+    summary["skipped_debris"] = find_debris(raw_dir if raw_dir is not None else layout.root)
+    return index, summary
 
 
 def _duplicate_problems(index: pd.DataFrame) -> list[str]:

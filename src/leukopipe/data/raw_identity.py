@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from leukopipe.data.debris import debris_kind
+from leukopipe.data.download import archive_stem, raw_folder
 from leukopipe.errors import UserError
 from leukopipe.workflow.atomic import write_json
 from leukopipe.workflow.hashing import sha256_file
@@ -28,12 +30,15 @@ CACHE_NAME = "raw_hashes.json"
 
 
 def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
-    """(relative path, stat) of every regular file under ``root``, hidden files skipped."""
+    """(relative path, stat) of every regular file under ``root``, hidden files and archive debris
+    skipped (a copy unzipped on a Mac is the same data as one unzipped elsewhere)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and debris_kind(d, True) is None
+        )
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or debris_kind(name, False) is not None:
                 continue
             path = Path(dirpath) / name
             st = path.stat()
@@ -85,18 +90,45 @@ def content_digest(root: str | os.PathLike[str], cache: str | os.PathLike[str]) 
 
 def source_identity(data: dict[str, Any]) -> str:
     """What determines the data before any file exists: the generator's settings, the archive's
-    checksum (or, without one, its URL), or, for an existing copy, nothing but its content."""
+    checksum (or, without one, its URL), the Kaggle handle and version (``latest`` until one is
+    pinned), or, for an existing copy, nothing but its content."""
     source = data["source"]
     if source == "synthetic":
         return "synthetic:" + json.dumps(data["synthetic"], sort_keys=True)
     if source == "url":
         return "url:" + (data["sha256"] or data["url"])
+    if source == "kaggle":
+        kaggle = data["kaggle"]
+        return f"kaggle:{kaggle['handle']}:{kaggle['version'] or 'latest'}"
     return "existing"
 
 
+def archive_digest(archive: Path, cache: Path) -> str:
+    """sha256 of an archive file, cached (beside ``cache``) by its size and mtime."""
+    record = cache.with_name("raw_archive_hash.json")
+    st = archive.stat()
+    key = [str(archive.resolve()), st.st_size, st.st_mtime_ns]
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+        if known["key"] == key:
+            return str(known["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    log.info("hashing the raw archive %s (%.1f MB)", archive, st.st_size / 1e6)
+    digest = sha256_file(archive)
+    write_json(record, {"key": key, "sha256": digest})
+    return digest
+
+
 def download_identity(data: dict[str, Any], cache: Path) -> str:
-    """The rerun trigger of the download step: the source, and an existing copy's content."""
+    """The rerun trigger of the download step: the source, and an existing copy's content
+    (an archive file named by raw_dir: its sha256, so the same archive elsewhere reruns nothing)."""
     identity = source_identity(data)
+    if data["source"] == "existing" and archive_stem(data["raw_dir"]):
+        archive = Path(data["raw_dir"])
+        if not archive.is_file():
+            return f"{identity}:missing"  # the download step then says what to do, in one line
+        return f"{identity}:archive:{archive_digest(archive, cache)}"
     if data["source"] == "existing":
         if not Path(data["raw_dir"]).is_dir():
             return f"{identity}:missing"  # the download step then says what to do, in one line
@@ -113,8 +145,9 @@ def merge_identity(data: dict[str, Any], raw_record: Path, cache: Path) -> str:
     (download itself does not rerun over it: the edited copy is the user's data now).
     """
     identity = download_identity(data, cache)
-    raw_dir = Path(data["raw_dir"])
-    if data["source"] != "existing" and raw_record.is_file() and raw_dir.is_dir():
+    raw_dir = raw_folder(data)
+    made_here = data["source"] != "existing" or archive_stem(data["raw_dir"]) is not None
+    if made_here and raw_record.is_file() and raw_dir.is_dir():
         recorded = json.loads(raw_record.read_text(encoding="utf-8")).get("content_digest")
         current = content_digest(raw_dir, cache)
         if recorded and current != recorded:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from leukopipe.data.debris import is_debris
 from leukopipe.errors import UserError
 
 LABELS_CSV = "C-NMC_test_prelim_phase_data_labels.csv"
@@ -53,10 +54,11 @@ def unnest(path: Path) -> Path:
     """Descend through folders that hold a folder of the same name and no other folder or image.
 
     Loose non-image files beside the inner folder (a labels CSV, a README) do not stop the
-    descent; ``_find_csv`` looks for the CSV in the outer folders too.
+    descent, and neither does archive debris (``__MACOSX/``, ``._*``, ...); ``_find_csv`` looks
+    for the CSV in the outer folders too.
     """
     while path.is_dir():
-        children = [c for c in path.iterdir() if not c.name.startswith(".")]
+        children = [c for c in _entries(path) if not c.name.startswith(".")]
         inner = path / path.name
         others = [c for c in children if c != inner]
         if inner.is_dir() and not any(c.is_dir() or _is_image(c) for c in others):
@@ -64,6 +66,11 @@ def unnest(path: Path) -> Path:
         else:
             break
     return path
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The folder's entries that are not archive debris (``data/debris.py``)."""
+    return [c for c in folder.iterdir() if not is_debris(c)]
 
 
 def _is_image(path: Path) -> bool:
@@ -85,7 +92,7 @@ def _find_csv(*folders: Path | None) -> Path | None:
     for folder in folders:
         if folder is None or not folder.is_dir():
             continue
-        found = sorted(folder.glob("*labels*.csv"))
+        found = sorted(p for p in folder.glob("*labels*.csv") if not is_debris(p))
         if found:
             return found[0]
     return None
@@ -100,7 +107,11 @@ def _up_to(folder: Path | None, top: Path) -> list[Path]:
 
 
 def _folds(training: Path) -> dict[str, Path]:
-    folds = {p.name: unnest(p) for p in sorted(training.glob("fold_*")) if p.is_dir()}
+    folds = {
+        p.name: unnest(p)
+        for p in sorted(training.glob("fold_*"))
+        if p.is_dir() and not is_debris(p)
+    }
     if not folds:
         raise RawDataError(
             f"{training}: no fold_* folders inside; a C-NMC training folder holds fold_0, fold_1,"
@@ -123,7 +134,7 @@ def _descend_to_dataset(raw_dir: Path) -> Path:
     for _ in range(2):
         if any((base / m).is_dir() for m in markers) or base.name == "C-NMC_Leukemia":
             return base
-        subdirs = [c for c in base.iterdir() if c.is_dir() and not c.name.startswith(".")]
+        subdirs = [c for c in _entries(base) if c.is_dir() and not c.name.startswith(".")]
         if len(subdirs) != 1:
             break
         base = unnest(subdirs[0])
