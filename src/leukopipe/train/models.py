@@ -27,6 +27,7 @@ from timm.optim import param_groups_layer_decay
 from torch import nn
 
 from leukopipe.errors import InvalidInputError
+from leukopipe.workflow.backbone_names import patch_grid_problem, patch_size
 
 Strategy = Literal["frozen", "partial", "full"]
 STRATEGIES: tuple[str, ...] = ("frozen", "partial", "full")
@@ -67,14 +68,9 @@ def build_model(
 
 def _check_patch_grid(model: nn.Module, backbone: str, image_size: int) -> None:
     # timm silently crops an image that is not a whole number of patches; refuse instead.
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    if patch and any(image_size % int(p) for p in patch):
-        side = int(patch[0])
-        lower, upper = image_size // side * side, (image_size // side + 1) * side
-        raise InvalidInputError(
-            f"image size {image_size} px does not fit {backbone}'s {side} px patches; choose a "
-            f"multiple of {side}, e.g. {lower or upper} or {upper}"
-        )
+    problem = patch_grid_problem(backbone, image_size, patch_size(model))
+    if problem is not None:
+        raise InvalidInputError(problem)
 
 
 def input_size(backbone: str, override: int | None = None) -> int:

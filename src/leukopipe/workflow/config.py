@@ -16,7 +16,13 @@ import jsonschema
 import jsonschema.exceptions
 
 from leukopipe.errors import UserError
-from leukopipe.workflow.backbone_names import timm_models
+from leukopipe.workflow.backbone_names import (
+    Backbone,
+    lookup,
+    patch_grid_problem,
+    patch_sizes,
+    similar,
+)
 from leukopipe.workflow.preprocessing import (
     Preprocessing,
     PreprocessingError,
@@ -211,37 +217,38 @@ def _check_ensembles(config: dict[str, Any]) -> None:
 
 
 def _check_backbones(config: dict[str, Any]) -> None:
-    known = timm_models()
+    """Every backbone is a timm model name (``arch`` or ``arch.tag``) of the installed timm,
+    looked up in its cached model list (``backbone_names``: no torch, no timm here)."""
+    known: dict[str, Backbone] = {}
     for gi, group in enumerate(config["experiments"]):
         for bi, name in enumerate(group["backbones"]):
-            if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.75)
+            found = lookup(name)
+            if found is None:
+                close = similar(name)
                 hint = f" (similar: {', '.join(close)})" if close else ""
                 raise ConfigError(
                     f"config error: experiments[{gi}].backbones[{bi}] = {json.dumps(name)} is not"
                     f" allowed; expected a timm model name or pretrained tag"
                     f" (architecture.tag){hint}"
                 )
+            known[name] = found
     _check_patch_grids(config, known)
 
 
-def _check_patch_grids(config: dict[str, Any], fixed_size: dict[str, bool]) -> None:
+def _check_patch_grids(config: dict[str, Any], known: dict[str, Backbone]) -> None:
     """A vision transformer sees whole patches: its group's image size must be a multiple of
-    its patch size (timm would silently crop the rest). ``fixed_size``: name -> whether the
-    model's pretrained config fixes its input size (``timm_models()``)."""
-    checked: set[tuple[str, int]] = set()
+    its patch size (timm would silently crop the rest). Only models whose pretrained config
+    fixes the input size have a patch grid; CNNs take any size."""
+    fixed = sorted({b.arch for b in known.values() if b.fixed_input_size})
+    patches = patch_sizes(fixed) if fixed else {}
     for gi, group in enumerate(config["experiments"]):
         size = group_image_size(config, gi)
         for name in group["backbones"]:
-            if not fixed_size.get(name) or (name, size) in checked:
-                continue  # a CNN takes any size; only fixed-size models have a patch grid
-            # deferred: builds the model on the meta device, which needs torch and timm
-            from leukopipe.train.models import input_size
-
-            checked.add((name, size))
-            try:
-                input_size(name, size)
-            except ValueError as exc:
+            backbone = known[name]
+            if not backbone.fixed_input_size:
+                continue
+            problem = patch_grid_problem(name, size, patches[backbone.arch])
+            if problem is not None:
                 key = (
                     f"experiments[{gi}].image_size"
                     if group["image_size"] is not None
@@ -249,8 +256,8 @@ def _check_patch_grids(config: dict[str, Any], fixed_size: dict[str, bool]) -> N
                 )
                 raise ConfigError(
                     f"config error: {key} = {size} is not allowed for {name} (group"
-                    f" {group['name']}): {exc}"
-                ) from None
+                    f" {group['name']}): {problem}"
+                )
 
 
 @dataclass(frozen=True)
@@ -315,6 +322,7 @@ def group_experiments(config: dict[str, Any], index: int) -> list[Experiment]:
     default_decay = _effective_layer_decay(config["train"]["layer_decay"])
     own_decay = group["layer_decay"]
     decay = default_decay if own_decay is None else _effective_layer_decay(own_decay)
+    prep_tag = prep.id if prep.id != default_prep.id else None
     out = []
     for split in splits:
         fold = parse_split_id(split)[1] if mode.k_fold else None
@@ -325,7 +333,6 @@ def group_experiments(config: dict[str, Any], index: int) -> list[Experiment]:
                 decay_tag = None
                 if exp_decay != (default_decay if strategy == "full" else None):
                     decay_tag = 1.0 if exp_decay is None else exp_decay
-                prep_tag = prep.id if prep.id != default_prep.id else None
                 for seed in group["seeds"]:
                     name = experiment_name(
                         split, backbone, strategy, stages, seed,

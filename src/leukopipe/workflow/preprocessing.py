@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.backbone_names import lookup
 from leukopipe.workflow.schema import defaults
 
 NO_AUGMENTATION = "none"  # a group's ``augment``: the resized originals, no class balancing
@@ -49,7 +51,14 @@ def _transforms_json(transforms: dict[str, Any]) -> str:
 
 
 def _transforms_digest(transforms: dict[str, Any]) -> str:
-    canonical = json.dumps(_canonical(transforms), sort_keys=True, separators=(",", ":"))
+    return _digest_of(_transforms_json(transforms))
+
+
+@cache  # Snakemake asks for the ids of every job's preprocessing, many times over
+def _digest_of(transforms_json: str) -> str:
+    canonical = json.dumps(
+        _canonical(json.loads(transforms_json)), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
 
@@ -80,7 +89,7 @@ class Preprocessing:
         parts = [f"bal{self.target_per_class}"]
         if self.seed != defaults("augment")["seed"]:
             parts.append(f"seed{self.seed}")
-        digest = _transforms_digest(self.transforms or {})
+        digest = _digest_of(self.transforms_json or "{}")
         if digest != _transforms_digest(defaults("augment.transforms")):
             parts.append(f"t{digest}")
         return "-".join(parts)
@@ -128,11 +137,10 @@ def _where(index: int, group: dict[str, Any], key: str) -> str:
 
 
 def pretrained_input_size(backbone: str) -> int | None:
-    """Side of the square input of ``backbone``'s pretrained config (timm, offline)."""
-    import timm  # deferred: only a group that asks for the pretrained size needs it
-
-    cfg = timm.models.get_pretrained_cfg(backbone)
-    return int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else None
+    """Side of the square input of ``backbone``'s pretrained config (``arch`` or ``arch.tag``),
+    from timm's cached model list (no torch); None without one."""
+    found = lookup(backbone)
+    return found.input_size if found is not None else None
 
 
 def group_image_size(config: dict[str, Any], index: int) -> int:
