@@ -103,8 +103,16 @@ def load_checkpoint(
 
 
 def _save(obj: dict[str, Any], target: Path) -> None:
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(target) as tmp, open(tmp, "wb") as stream:
+        try:
+            # through a file object: the archive then holds no file name (torch.save would put
+            # the temp file's random name inside), and a failed write surfaces as its OSError
+            torch.save(obj, stream)
+        except RuntimeError as exc:
+            # torch wraps a failed write ("unexpected pos ..."); the disk's own error says why
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from exc
+            raise
 
 
 def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
