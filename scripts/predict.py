@@ -3,10 +3,10 @@
 
 Writes a CSV with, per image: probability of ALL, predicted class (all/hem), confidence and a
 refer-to-expert flag (confidence below the threshold chosen on validation by the evaluate step,
-read from its metrics.json, or given with --refer-below). Finding no image is an error. An
-unreadable image stops the run, naming it; with --keep-going it gets an error column entry and
-the rest are still scored. For a single image,
---gradcam-out also saves its Grad-CAM map (the regions behind the call) as a PNG.
+read from its metrics.json, which must record this very checkpoint, or given with
+--refer-below). Finding no image is an error. An unreadable image stops the run, naming it;
+with --keep-going it gets an error column entry and the rest are still scored. For a single
+image, --gradcam-out also saves its Grad-CAM map (the regions behind the call) as a PNG.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--metrics",
         type=Path,
         default=None,
-        help="metrics.json of the same experiment: its validation-chosen referral threshold",
+        help="metrics.json of the same experiment: its validation-chosen referral threshold "
+        "(refused when it records another checkpoint or backbone)",
     )
     p.add_argument(
         "--refer-below",
@@ -78,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InvalidInputError(
             f"--gradcam-out explains a single image; {args.images} holds {len(paths)}"
         )
-    refer = referral_threshold(args.metrics, args.refer_below)
+    refer = referral_threshold(
+        args.metrics, args.refer_below, args.checkpoint, clf.meta["backbone"]
+    )
     df = predict_paths(
         clf,
         paths,
