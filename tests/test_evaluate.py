@@ -414,3 +414,56 @@ def test_predict_cli_gradcam_for_one_image(trained, tmp_path):
         Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "more" / f"{n}.png")
     proc = run(["--images", str(tmp_path / "more"), *cam, *out])
     assert proc.returncode == 1 and "single image" in proc.stderr
+
+
+def _refused_images(folder: Path) -> list[Path]:
+    """Images that decode but that merge would refuse: each is named with its reason."""
+    folder.mkdir()
+    made = {
+        "one_pixel.png": Image.fromarray(np.full((1, 1, 3), 180, np.uint8)),
+        "sixteen_bit.png": Image.fromarray(np.full((40, 40), 40000, np.uint16)),
+        "cmyk.tif": Image.new("CMYK", (40, 40), (10, 20, 30, 40)),
+        "grey.png": Image.fromarray(np.full((40, 40), 128, np.uint8)),
+        "strip.png": Image.fromarray(np.full((30, 4000, 3), 180, np.uint8)),
+    }
+    for name, image in made.items():
+        image.save(folder / name)
+    return sorted(folder / name for name in made)
+
+
+def test_predict_refuses_what_merge_refuses(trained, tmp_path):
+    clf = load_classifier(trained["best"], "cpu")
+    refused = _refused_images(tmp_path / "odd")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((40, 40, 3), 180, np.uint8)).save(good)
+    for path in refused:
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            predict_paths(clf, [path])
+    df = predict_paths(clf, [*refused, good], keep_going=True)
+    reasons = dict(zip(df.path, df.error, strict=True))
+    assert reasons[str(good)] == ""
+    assert "too small" in reasons[str(tmp_path / "odd/one_pixel.png")]
+    assert "image mode I;16" in reasons[str(tmp_path / "odd/sixteen_bit.png")]
+    assert "image mode CMYK" in reasons[str(tmp_path / "odd/cmyk.tif")]
+    assert "image mode L" in reasons[str(tmp_path / "odd/grey.png")]
+    assert "4000x30 is not square" in reasons[str(tmp_path / "odd/strip.png")]
+    # nothing scored at all is a failure, even with --keep-going; the CSV says why per image
+    out = tmp_path / "pred.csv"
+    proc = _predict(trained["best"], tmp_path / "odd", out, "--keep-going")
+    assert proc.returncode == 1, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert f"none of the 5 image(s) could be scored; {out} lists why" in line
+    assert len(pd.read_csv(out)) == 5
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_backbone_is_one_line(trained, tmp_path):
+    from leukopipe.train.checkpoint_saver import CheckpointError
+
+    content = torch.load(trained["best"], map_location="cpu", weights_only=True)
+    content["backbone"] = "resnet34"  # more blocks than the resnet18 weights inside
+    altered = tmp_path / "best.pt"
+    torch.save(content, altered)
+    with pytest.raises(CheckpointError) as err:
+        load_classifier(altered, "cpu")
+    message = str(err.value)
+    assert "\n" not in message and str(altered) in message and "(resnet34)" in message

@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
-from leukopipe.data.imageio import MissingImageError, UnreadableImageError, read_rgb
+from leukopipe.data.imageio import (
+    MissingImageError,
+    UnreadableImageError,
+    UnsuitableImageError,
+    read_rgb,
+)
 from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
 from leukopipe.workflow.hashing import sha256_file
@@ -145,8 +150,9 @@ def predict_paths(
         row: dict = {"path": str(path), "error": ""}
         rows.append(row)
         try:
-            batch.append(read_rgb(path, clf.image_size))
-        except (MissingImageError, UnreadableImageError) as exc:
+            # the rule merge applies to the raw data: what it would refuse is not scored either
+            batch.append(read_rgb(path, clf.image_size, check=True))
+        except (MissingImageError, UnreadableImageError, UnsuitableImageError) as exc:
             if not keep_going:
                 raise ImageToScoreError(
                     f"{exc}; fix or remove it, or rerun with --keep-going to score the other "

@@ -97,7 +97,15 @@ def load_checkpoint(
     )
     # a torch.compile'd model saves its weights under _orig_mod.
     state = {k.removeprefix("_orig_mod."): v for k, v in meta.pop("state_dict").items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # torch lists every mismatched tensor: the first says enough
+        first = next((x.strip() for x in str(exc).splitlines()[1:] if x.strip()), str(exc))
+        raise CheckpointError(
+            f"{path}: its weights do not fit the backbone it records ({meta['backbone']}): "
+            f"{first.rstrip('.')}; the file was altered or mixed up: retrain, or use the "
+            "run's own best.pt"
+        ) from exc
     model.eval()
     return model, meta
 
