@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from leukopipe.data.raw_layout import RawDataError
 from leukopipe.errors import UserError
 from leukopipe.workflow.atomic import write_json
 from leukopipe.workflow.hashing import sha256_file
@@ -38,7 +39,14 @@ def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
             if name.startswith("."):
                 continue
             path = Path(dirpath) / name
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError as exc:  # a link that points nowhere or at itself (ELOOP)
+                raise RawDataError(
+                    f"{path}: cannot be read ({exc.strerror}): a broken or looping symbolic "
+                    "link? Fix or remove it in the raw folder (leukopipe never changes it), "
+                    "or point data.raw_dir at an intact copy"
+                ) from exc
             out.append((path.relative_to(root).as_posix(), st))
     return out
 
