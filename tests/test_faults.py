@@ -251,6 +251,34 @@ def test_sigkill_mid_write_then_rerun_leaves_no_temp_file(
     assert open_store(next(out.glob("*_pixels.npy"))).shape[1:] == (SIZE, SIZE, 3)
 
 
+POOL_OF_LONG_TASKS = """
+import sys
+sys.path.insert(0, "tests")
+from fault_tasks import sleep_for
+from leukopipe.workflow.workers import run_pool
+run_pool(sleep_for, [[120], [120]], 2, print, what="sleeping")
+"""
+
+
+def test_pool_workers_die_with_a_step_killed_by_sigkill() -> None:
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", POOL_OF_LONG_TASKS], cwd=ROOT,
+                            start_new_session=True)
+    step = psutil.Process(proc.pid)
+    deadline = time.monotonic() + DEADLINE_S
+    while len(step.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the workers are in their long task now
+    workers = step.children()
+    proc.kill()  # the step alone: nobody signals its workers
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)  # their task would take 120 s
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+
+
 def test_killed_merge_writer_leaves_a_temp_the_rerun_removes(
     data: dict[str, Path], tmp_path: Path
 ) -> None:
