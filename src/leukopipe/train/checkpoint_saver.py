@@ -184,6 +184,10 @@ class CheckpointSaver:
             lock.flush()
             with self._kept_log(folder / LOG_FILE):
                 yield
+            if self.finished and not self.keep_state:
+                # removed while still held: a trainer starting now fails on the lock or finds
+                # the finished outputs, and the folder is left as it was before training
+                (folder / LOCK_FILE).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _kept_log(self, path: Path) -> Iterator[None]:
