@@ -27,6 +27,7 @@ from leukopipe.workflow.rules import (
     final_targets,
     gradcam_grids,
     gradcam_options,
+    one_line_errors,
     option,
     output_flags,
     preprocessings,
@@ -60,14 +61,16 @@ def get_code(step):
 
 def get_download_identity(wildcards):
     """The raw data's source, and an existing copy's content: download's rerun trigger."""
-    return download_identity(config["data"], RAW_HASH_CACHE)
+    with one_line_errors():
+        return download_identity(config["data"], RAW_HASH_CACHE)
 
 
 def get_merge_identity(wildcards):
     """The raw data's content: merge (and all after it) reruns exactly when it changes."""
-    return merge_identity(
-        config["data"], Path(RESULTS) / "data" / "raw.json", RAW_HASH_CACHE
-    )
+    with one_line_errors():
+        return merge_identity(
+            config["data"], Path(RESULTS) / "data" / "raw.json", RAW_HASH_CACHE
+        )
 
 
 def get_raw_dir(wildcards, output):

@@ -3,10 +3,11 @@
 
 Writes a CSV with, per image: probability of ALL, predicted class (all/hem), confidence and a
 refer-to-expert flag (confidence below the threshold chosen on validation by the evaluate step,
-read from its metrics.json, or given with --refer-below). Finding no image is an error. An
-unreadable image stops the run, naming it; with --keep-going it gets an error column entry and
-the rest are still scored. For a single image,
---gradcam-out also saves its Grad-CAM map (the regions behind the call) as a PNG.
+read from its metrics.json, which must record this very checkpoint, or given with
+--refer-below). Finding no image is an error. An unreadable image, or one the merge step would
+refuse (not 8-bit RGB, not square, too small), stops the run, naming it; with --keep-going it
+gets an error column entry and the rest are still scored (exit 1 when none could be). For a
+single image, --gradcam-out also saves its Grad-CAM map (the regions behind the call) as a PNG.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from pathlib import Path
 
 from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import load_classifier
-from leukopipe.evaluate.predict import gradcam_image, list_images, predict_paths, referral_threshold
+from leukopipe.evaluate.predict import (
+    NoImagesError,
+    gradcam_image,
+    list_images,
+    predict_paths,
+    referral_threshold,
+)
 from leukopipe.workflow import atomic, cli
 
 log = logging.getLogger("predict")
@@ -38,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--metrics",
         type=Path,
         default=None,
-        help="metrics.json of the same experiment: its validation-chosen referral threshold",
+        help="metrics.json of the same experiment: its validation-chosen referral threshold "
+        "(refused when it records another checkpoint or backbone)",
     )
     p.add_argument(
         "--refer-below",
@@ -78,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InvalidInputError(
             f"--gradcam-out explains a single image; {args.images} holds {len(paths)}"
         )
-    refer = referral_threshold(args.metrics, args.refer_below)
+    refer = referral_threshold(
+        args.metrics, args.refer_below, args.checkpoint, clf.meta["backbone"]
+    )
     df = predict_paths(
         clf,
         paths,
@@ -95,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log.info("Grad-CAM of %s -> %s", paths[0], args.gradcam_out)
     failed = int((df["error"] != "").sum())
+    if failed == len(df):
+        raise NoImagesError(
+            f"none of the {failed} image(s) could be scored; {args.out} lists why in its error "
+            "column"
+        )
     log.info(
         "%d image(s) scored, %d unreadable, %d referred -> %s",
         len(df) - failed,

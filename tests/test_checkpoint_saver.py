@@ -140,8 +140,8 @@ def test_a_failed_write_keeps_the_previous_state(tmp_path, monkeypatch):
     _epoch(saver, model, optimizer, 0.5)
     before = saver.state_path.read_bytes()
 
-    def half_written(obj, path):
-        Path(path).write_bytes(b"trunc")
+    def half_written(obj, stream):
+        stream.write(b"trunc")
         raise OSError("disk full")
 
     monkeypatch.setattr(cs.torch, "save", half_written)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +203,19 @@ def test_cv_groups_expand_per_fold_and_ensembles_per_split(base):
     few["split"]["folds"] = 1
     with pytest.raises(ConfigError, match=r"split\.folds = 1"):
         validate(few, check_backbones=False)
+
+
+def test_two_groups_or_ensembles_of_one_name_are_refused(base):
+    twice = copy.deepcopy(base)
+    twice["experiments"].append(copy.deepcopy(twice["experiments"][0]))
+    last = len(twice["experiments"]) - 1
+    name = json.dumps(twice["experiments"][0]["name"])
+    with pytest.raises(ConfigError, match=re.escape(
+        f"experiments[{last}].name = {name} is not allowed; expected a name no other entry has "
+        "(experiments[0] has it)"
+    )):
+        validate(twice, check_backbones=False)
+    twice = copy.deepcopy(base)
+    twice["ensembles"] = [{"name": "e", "groups": ["study_a"]}] * 2
+    with pytest.raises(ConfigError, match=re.escape('ensembles[1].name = "e" is not allowed')):
+        validate(twice, check_backbones=False)

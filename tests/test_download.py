@@ -339,11 +339,14 @@ def test_file_url_is_supported(tmp_path: Path) -> None:
 def test_retries_are_bounded(server: ServerState, tmp_path: Path) -> None:
     server.files["/x.zip"] = b"data"
     server.fail_status = [503] * 10
-    with pytest.raises(DownloadError, match="503"):
+    with pytest.raises(DownloadError, match="503") as info:
         download_file(f"{server.base}/x.zip", tmp_path / "x.zip", None, progress=False,
                       retries=2, backoff=0)
     assert len(server.log) == 3
     assert not (tmp_path / "x.zip").exists()
+    # nothing arrived: the message names no .part file, which does not exist
+    assert ".part" not in str(info.value) and "Nothing was received" in str(info.value)
+    assert not (tmp_path / "x.zip.part").exists()
 
 
 def test_404_is_not_retried_and_names_the_url(server: ServerState, tmp_path: Path) -> None:

@@ -217,33 +217,40 @@ def test_predict_names_unreadable_images_and_keeps_going(trained, tmp_path):
     assert set(ok.predicted) <= {"all", "hem"} and ok.prob_all.between(0, 1).all()
 
 
-def test_predict_cli(trained, tmp_path):
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory) -> Path:
+    """metrics.json of the evaluate step for the trained best.pt."""
+    out = tmp_path_factory.mktemp("evaluated")
+    cmd = [
+        sys.executable, str(ROOT / "scripts/evaluate.py"),
+        "--checkpoint", str(trained["best"]),
+        "--test-manifest", str(trained["test_manifest"]),
+        "--test-pixels", str(trained["test_pixels"]),
+        "--val-manifest", str(trained["val_manifest"]),
+        "--val-pixels", str(trained["val_pixels"]),
+        "--threshold", "0.5", "--bootstrap", "10", "--referral-target", "0.95",
+        "--referral-criterion", "accuracy", "--batch-size", "64",
+        "--experiment-json", json.dumps({"name": "x", "split": "image"}),
+        "--predictions-out", str(out / "predictions.parquet"),
+        "--metrics-out", str(out / "metrics.json"), "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out / "metrics.json"
+
+
+def _predict(checkpoint: Path, images: Path, out: Path, *extra: str):
+    cmd = [sys.executable, "scripts/predict.py", "--checkpoint", str(checkpoint),
+           "--images", str(images), "--device", "cpu", "--out", str(out), *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_predict_cli(trained, evaluated, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(np.full((40, 40, 3), 180, np.uint8)).save(folder / "a.png")
-    metrics = tmp_path / "metrics.json"
-    metrics.write_text(json.dumps({"referral": {"threshold": 0.75}}))
     out = tmp_path / "pred.csv"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "scripts/predict.py",
-            "--checkpoint",
-            str(trained["best"]),
-            "--images",
-            str(folder),
-            "--metrics",
-            str(metrics),
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _predict(trained["best"], folder, out, "--metrics", str(evaluated))
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
     assert list(df.columns) == [
@@ -254,7 +261,36 @@ def test_predict_cli(trained, tmp_path):
         "refer_to_expert",
         "error",
     ]
-    assert df.loc[0, "refer_to_expert"] == (df.loc[0, "confidence"] < 0.75)
+    chosen = json.loads(evaluated.read_text())["referral"]["threshold"]
+    assert df.loc[0, "refer_to_expert"] == (df.loc[0, "confidence"] < chosen)
+
+
+def test_predict_refuses_the_threshold_of_another_checkpoint(trained, evaluated, tmp_path):
+    from leukopipe.workflow.hashing import sha256_file
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 180, np.uint8)).save(folder / "a.png")
+    other = trained["best"].with_name("last.pt")  # same run, another checkpoint
+    out = tmp_path / "pred.csv"
+    proc = _predict(other, folder, out, "--metrics", str(evaluated))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert f"chosen for {trained['best']} (sha256 {sha256_file(trained['best'])[:12]}, resnet18)" in line
+    assert f"not for {other} (sha256 {sha256_file(other)[:12]}, resnet18)" in line
+    assert not out.exists()
+    # another backbone with the same digest cannot be made; a record that names another one
+    record = json.loads(evaluated.read_text())
+    record["training"]["backbone"] = "efficientnet_b0"
+    renamed = tmp_path / "metrics.json"
+    renamed.write_text(json.dumps(record))
+    proc = _predict(trained["best"], folder, out, "--metrics", str(renamed))
+    assert proc.returncode == 1 and "efficientnet_b0), not for" in proc.stderr, proc.stderr
+    # an ensemble's record names no checkpoint: its threshold is not this model's either
+    del record["checkpoint"]
+    renamed.write_text(json.dumps(record))
+    proc = _predict(trained["best"], folder, out, "--metrics", str(renamed))
+    assert proc.returncode == 1 and "records no single checkpoint" in proc.stderr, proc.stderr
 
 
 def test_tta_views_are_the_eight_symmetries_and_scores_average_them(trained):
@@ -416,3 +452,56 @@ def test_temperature_is_fitted_on_validation_and_changes_no_call(trained):
     row = compare.flat_rows([{**rec, "experiment": {"name": "x", "split": "image"},
                               "_path": "x/metrics.json"}])
     assert row.loc[0, "temperature"] == pytest.approx(cal["temperature"])
+
+
+def _refused_images(folder: Path) -> list[Path]:
+    """Images that decode but that merge would refuse: each is named with its reason."""
+    folder.mkdir()
+    made = {
+        "one_pixel.png": Image.fromarray(np.full((1, 1, 3), 180, np.uint8)),
+        "sixteen_bit.png": Image.fromarray(np.full((40, 40), 40000, np.uint16)),
+        "cmyk.tif": Image.new("CMYK", (40, 40), (10, 20, 30, 40)),
+        "grey.png": Image.fromarray(np.full((40, 40), 128, np.uint8)),
+        "strip.png": Image.fromarray(np.full((30, 4000, 3), 180, np.uint8)),
+    }
+    for name, image in made.items():
+        image.save(folder / name)
+    return sorted(folder / name for name in made)
+
+
+def test_predict_refuses_what_merge_refuses(trained, tmp_path):
+    clf = load_classifier(trained["best"], "cpu")
+    refused = _refused_images(tmp_path / "odd")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((40, 40, 3), 180, np.uint8)).save(good)
+    for path in refused:
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            predict_paths(clf, [path])
+    df = predict_paths(clf, [*refused, good], keep_going=True)
+    reasons = dict(zip(df.path, df.error, strict=True))
+    assert reasons[str(good)] == ""
+    assert "too small" in reasons[str(tmp_path / "odd/one_pixel.png")]
+    assert "image mode I;16" in reasons[str(tmp_path / "odd/sixteen_bit.png")]
+    assert "image mode CMYK" in reasons[str(tmp_path / "odd/cmyk.tif")]
+    assert "image mode L" in reasons[str(tmp_path / "odd/grey.png")]
+    assert "4000x30 is not square" in reasons[str(tmp_path / "odd/strip.png")]
+    # nothing scored at all is a failure, even with --keep-going; the CSV says why per image
+    out = tmp_path / "pred.csv"
+    proc = _predict(trained["best"], tmp_path / "odd", out, "--keep-going")
+    assert proc.returncode == 1, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert f"none of the 5 image(s) could be scored; {out} lists why" in line
+    assert len(pd.read_csv(out)) == 5
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_backbone_is_one_line(trained, tmp_path):
+    from leukopipe.train.checkpoint_saver import CheckpointError
+
+    content = torch.load(trained["best"], map_location="cpu", weights_only=True)
+    content["backbone"] = "resnet34"  # more blocks than the resnet18 weights inside
+    altered = tmp_path / "best.pt"
+    torch.save(content, altered)
+    with pytest.raises(CheckpointError) as err:
+        load_classifier(altered, "cpu")
+    message = str(err.value)
+    assert "\n" not in message and str(altered) in message and "(resnet34)" in message

@@ -251,6 +251,34 @@ def test_sigkill_mid_write_then_rerun_leaves_no_temp_file(
     assert open_store(next(out.glob("*_pixels.npy"))).shape[1:] == (SIZE, SIZE, 3)
 
 
+POOL_OF_LONG_TASKS = """
+import sys
+sys.path.insert(0, "tests")
+from fault_tasks import sleep_for
+from leukopipe.workflow.workers import run_pool
+run_pool(sleep_for, [[120], [120]], 2, print, what="sleeping")
+"""
+
+
+def test_pool_workers_die_with_a_step_killed_by_sigkill() -> None:
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", POOL_OF_LONG_TASKS], cwd=ROOT,
+                            start_new_session=True)
+    step = psutil.Process(proc.pid)
+    deadline = time.monotonic() + DEADLINE_S
+    while len(step.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the workers are in their long task now
+    workers = step.children()
+    proc.kill()  # the step alone: nobody signals its workers
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)  # their task would take 120 s
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+
+
 def test_killed_merge_writer_leaves_a_temp_the_rerun_removes(
     data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -385,6 +413,82 @@ def test_os_errors_that_are_bugs_keep_their_traceback(exc: OSError) -> None:
 
 def test_sigterm_in_a_step_is_its_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(_main_raising(StepInterrupted(signal.SIGTERM)), []) == 143
+
+
+# ----------------------------------------------------------------------------- train
+TRAIN_EXIT_S = 60  # "within seconds" of the error: start-up and one tiny epoch on a busy CPU
+
+# the training step's command line, with validation failing as a GPU out of memory would:
+# the error comes from inside the loop while the loader workers run
+FAILING_TRAIN = """
+import sys
+import leukopipe.train.loop as loop
+from leukopipe.workflow import cli
+sys.path.insert(0, "scripts")
+import train
+
+def out_of_memory(*args, **kwargs):
+    raise RuntimeError("CUDA out of memory (simulated in validate)")
+
+loop.validate = out_of_memory
+sys.exit(cli.run(train.main, sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from train_fixtures import write_data
+
+    return write_data(tmp_path_factory.mktemp("train"), n_train=16, n_val=8)
+
+
+def train_args(data: dict[str, Path], out: Path, workers: int) -> list[str]:
+    args = ["--backbone", "resnet18", "--strategy", "full", "--epochs", "2",
+            "--batch-size", "8", "--lr", "1e-3", "--device", "cpu", "--workers", str(workers),
+            "--out-dir", str(out / "run"), "--resume-dir", str(out / "resume")]
+    for key, path in data.items():
+        args += ["--" + key.replace("_", "-"), str(path)]
+    return args
+
+
+def run_train(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a training command; a process still alive after TRAIN_EXIT_S fails the test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TRAIN_EXIT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the trainer and its loader workers
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"training still running {TRAIN_EXIT_S} s after start: {err[-2000:]}"
+        ) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_error_inside_training_ends_the_process(
+    train_data: dict[str, Path], tmp_path: Path, workers: int
+) -> None:
+    # a bug keeps its traceback, and the persistent loader workers (which ignore SIGTERM)
+    # must not keep the interpreter waiting for them at exit
+    proc = run_train([sys.executable, "-c", FAILING_TRAIN,
+                         *train_args(train_data, tmp_path, workers)])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "RuntimeError: CUDA out of memory (simulated in validate)" in proc.stderr
+
+
+def test_training_on_a_full_disk_ends_in_one_line(
+    train_data: dict[str, Path], tmpfs: Callable[..., Path]
+) -> None:
+    disk = tmpfs("8m")  # resnet18's resume state (weights + Adam moments) is ~130 MB
+    proc = run_train([sys.executable, "scripts/train.py",
+                         *train_args(train_data, disk, workers=1)])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = error_lines(proc.stderr)
+    assert f"cannot write {disk / 'resume' / 'state.pt'}: No space left on device" in line
+    assert "bytes free in" in line and temps(disk) == []
 
 
 # ----------------------------------------------------------------------------- predict

@@ -119,6 +119,8 @@ def test_outputs_are_enough_for_inference(tmp_path, tiny):
     assert best["code_version"] == best["provenance"]["code_version"]
     assert best["best_epoch"] == summary["best_epoch"] in (1, 2)
     assert set(best["best_val_metrics"]) == {"val_loss", "val_accuracy", "val_macro_f1", "val_auc"}
+    # after success the resume folder holds nothing: no state, no log, no lock file
+    assert [p.name for p in (out.parent / "resume").iterdir()] == []
 
     history = pd.read_parquet(out / "history.parquet")
     assert list(history["epoch"]) == [1, 2]

@@ -323,9 +323,14 @@ def _download(
             # that always cuts after a few GB must still finish a 10 GB archive.
             failures = 1 if job.received else failures + 1
             if failures > retries:
+                kept = part.stat().st_size if part.exists() else 0
+                where = (
+                    f"The {kept} bytes received are kept in {part}; rerun to resume."
+                    if kept else "Nothing was received; check the URL and the network, then rerun."
+                )
                 raise DownloadError(
                     f"Could not download {url}: {exc} ({failures} attempts in a row failed). "
-                    f"The {job.offset} bytes received are kept in {part}; rerun to resume."
+                    f"{where}"
                 ) from exc
             delay = backoff * 2 ** max(failures - 1, 0)
             log.warning("Download of %s interrupted (%s); retrying in %.1f s", url, exc, delay)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from leukopipe.data.cnmc_names import CLASS_NAMES, parse_name
 from leukopipe.data.debris import find_debris, is_debris
+from leukopipe.data.imageio import image_problem
 from leukopipe.data.near_duplicates import perceptual_hash
 from leukopipe.data.raw_layout import RawDataError, RawLayout
 from leukopipe.workflow.workers import run_pool
@@ -233,14 +234,9 @@ def build_index(
         if problem:
             problems.append(problem)
             continue
-        if mode != "RGB":
-            problems.append(f"{e.path}: image mode {mode}, expected RGB (24-bit colour BMP)")
-            continue
-        if expected_size and (w, h) != (expected_size, expected_size):
-            problems.append(
-                f"{e.path}: size {w}x{h}, expected {expected_size}x{expected_size}"
-                " (set data.expected_image_size if your copy was resized on purpose)"
-            )
+        unsuitable = image_problem(mode, w, h, expected_size)
+        if unsuitable:
+            problems.append(f"{e.path}: {unsuitable}")
             continue
         rows.append(
             {

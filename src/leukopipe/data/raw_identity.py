@@ -3,8 +3,10 @@
 The workflow reruns merge (and so everything after it) when the raw copy's content changes, and
 never because the same copy now lives somewhere else. The content is the sha256 of every file
 under the raw folder with its path relative to that folder. Hashing ~10 GB at every workflow start
-would be slow, so file hashes are cached by (size, mtime): a moved copy (same mtimes) hashes
-nothing, a copied or touched one is hashed once, an edited file is hashed again.
+would be slow, so file hashes are cached the way git caches them, by (size, mtime, inode,
+ctime): an untouched copy hashes nothing; a moved, copied or touched one is hashed once (and,
+its content unchanged, reruns nothing); an edited file is hashed again, even when its size and
+mtime were put back (``os.utime`` cannot set the ctime).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 
 from leukopipe.data.debris import debris_kind
 from leukopipe.data.download import archive_stem, raw_folder
+from leukopipe.data.raw_layout import RawDataError
 from leukopipe.errors import UserError
 from leukopipe.workflow.atomic import write_json
 from leukopipe.workflow.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # entries: size, mtime_ns, sha256, inode, ctime_ns
 # the hash cache sits beside raw.json in results/<run>/data/
 CACHE_NAME = "raw_hashes.json"
 
@@ -41,7 +44,14 @@ def _walk(root: Path) -> list[tuple[str, os.stat_result]]:
             if name.startswith(".") or debris_kind(name, False) is not None:
                 continue
             path = Path(dirpath) / name
-            st = path.stat()
+            try:
+                st = path.stat()
+            except OSError as exc:  # a link that points nowhere or at itself (ELOOP)
+                raise RawDataError(
+                    f"{path}: cannot be read ({exc.strerror}): a broken or looping symbolic "
+                    "link? Fix or remove it in the raw folder (leukopipe never changes it), "
+                    "or point data.raw_dir at an intact copy"
+                ) from exc
             out.append((path.relative_to(root).as_posix(), st))
     return out
 
@@ -54,11 +64,16 @@ def _read_cache(cache: Path) -> dict[str, list[Any]]:
     return data.get("files", {}) if data.get("format") == CACHE_FORMAT else {}
 
 
+def _unchanged(entry: list[Any], st: os.stat_result) -> bool:
+    return entry[:2] == [st.st_size, st.st_mtime_ns] and entry[3:] == [st.st_ino, st.st_ctime_ns]
+
+
 def content_digest(root: str | os.PathLike[str], cache: str | os.PathLike[str]) -> str:
     """sha256 over (relative path, size, sha256) of every file under ``root``.
 
     ``cache`` (a JSON file outside ``root``: nothing under the raw folder is ever written) keeps
-    each file's hash with the size and mtime it had, so unchanged files are not read again.
+    each file's hash with the size, mtime, inode and ctime it had, so unchanged files are not read
+    again.
     """
     root, cache = Path(root), Path(cache)
     if not root.is_dir():
@@ -71,7 +86,7 @@ def content_digest(root: str | os.PathLike[str], cache: str | os.PathLike[str]) 
     to_hash = []
     for rel, st in _walk(root):
         entry = known.get(rel)
-        if entry is not None and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+        if entry is not None and _unchanged(entry, st):
             files[rel] = entry
         else:
             to_hash.append((rel, st))
@@ -79,7 +94,8 @@ def content_digest(root: str | os.PathLike[str], cache: str | os.PathLike[str]) 
         size = sum(st.st_size for _, st in to_hash)
         log.info("hashing %d raw file(s), %.1f MB, under %s", len(to_hash), size / 1e6, root)
         for rel, st in to_hash:
-            files[rel] = [st.st_size, st.st_mtime_ns, sha256_file(root / rel)]
+            files[rel] = [st.st_size, st.st_mtime_ns, sha256_file(root / rel), st.st_ino,
+                          st.st_ctime_ns]
     if files != known:
         write_json(cache, {"format": CACHE_FORMAT, "files": files})
     digest = hashlib.sha256()

@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
-from leukopipe.data.imageio import MissingImageError, UnreadableImageError, read_rgb
+from leukopipe.data.imageio import (
+    MissingImageError,
+    UnreadableImageError,
+    UnsuitableImageError,
+    read_rgb,
+)
 from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
+from leukopipe.workflow.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -63,13 +69,52 @@ def list_images(source: str | Path, column: str = "path") -> list[Path]:
     raise MissingInputError(f"{source}: no such image, folder or .csv file")
 
 
-def referral_threshold(metrics_json: str | Path | None, explicit: float | None) -> float | None:
-    """The confidence below which a cell is referred: explicit, or the one chosen on validation."""
+class ForeignMetricsError(UserError, ValueError):
+    """A metrics.json whose referral threshold was chosen for another checkpoint."""
+
+
+def referral_threshold(
+    metrics_json: str | Path | None,
+    explicit: float | None,
+    checkpoint: str | Path,
+    backbone: str,
+) -> float | None:
+    """The confidence below which a cell is referred: explicit, or the one chosen on validation.
+
+    A threshold is a property of one model's confidences, so ``metrics_json`` must record this
+    ``checkpoint`` (its sha256) and ``backbone``; an ensemble's or pooled record names none.
+    """
     if explicit is not None:
         return explicit
     if metrics_json is None:
         return None
-    return float(json.loads(Path(metrics_json).read_text())["referral"]["threshold"])
+    path = Path(metrics_json)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        threshold = float(record["referral"]["threshold"])
+    except FileNotFoundError as exc:
+        raise MissingInputError(f"{path}: no such metrics.json") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInputError(
+            f"{path}: not an evaluate step's metrics.json (no referral threshold: {exc})"
+        ) from exc
+    recorded = record.get("checkpoint") or {}
+    recorded_backbone = (record.get("training") or {}).get("backbone")
+    if not recorded.get("sha256") or not recorded_backbone:
+        raise ForeignMetricsError(
+            f"{path}: records no single checkpoint (an ensemble or pooled folds?), so its "
+            "referral threshold cannot be checked against --checkpoint; pass the metrics.json "
+            "of the checkpoint's own experiment, or --refer-below"
+        )
+    digest = sha256_file(checkpoint)
+    if recorded["sha256"] != digest or recorded_backbone != backbone:
+        raise ForeignMetricsError(
+            f"{path}: its referral threshold was chosen for {recorded.get('path')} "
+            f"(sha256 {recorded['sha256'][:12]}, {recorded_backbone}), not for {checkpoint} "
+            f"(sha256 {digest[:12]}, {backbone}); pass the metrics.json of the checkpoint's "
+            "own experiment, or --refer-below"
+        )
+    return threshold
 
 
 def predict_paths(
@@ -105,8 +150,9 @@ def predict_paths(
         row: dict = {"path": str(path), "error": ""}
         rows.append(row)
         try:
-            batch.append(read_rgb(path, clf.image_size))
-        except (MissingImageError, UnreadableImageError) as exc:
+            # the rule merge applies to the raw data: what it would refuse is not scored either
+            batch.append(read_rgb(path, clf.image_size, check=True))
+        except (MissingImageError, UnreadableImageError, UnsuitableImageError) as exc:
             if not keep_going:
                 raise ImageToScoreError(
                     f"{exc}; fix or remove it, or rerun with --keep-going to score the other "

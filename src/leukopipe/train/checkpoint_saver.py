@@ -97,14 +97,30 @@ def load_checkpoint(
     )
     # a torch.compile'd model saves its weights under _orig_mod.
     state = {k.removeprefix("_orig_mod."): v for k, v in meta.pop("state_dict").items()}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # torch lists every mismatched tensor: the first says enough
+        first = next((x.strip() for x in str(exc).splitlines()[1:] if x.strip()), str(exc))
+        raise CheckpointError(
+            f"{path}: its weights do not fit the backbone it records ({meta['backbone']}): "
+            f"{first.rstrip('.')}; the file was altered or mixed up: retrain, or use the "
+            "run's own best.pt"
+        ) from exc
     model.eval()
     return model, meta
 
 
 def _save(obj: dict[str, Any], target: Path) -> None:
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(target) as tmp, open(tmp, "wb") as stream:
+        try:
+            # through a file object: the archive then holds no file name (torch.save would put
+            # the temp file's random name inside), and a failed write surfaces as its OSError
+            torch.save(obj, stream)
+        except RuntimeError as exc:
+            # torch wraps a failed write ("unexpected pos ..."); the disk's own error says why
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from exc
+            raise
 
 
 def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -168,6 +184,10 @@ class CheckpointSaver:
             lock.flush()
             with self._kept_log(folder / LOG_FILE):
                 yield
+            if self.finished and not self.keep_state:
+                # removed while still held: a trainer starting now fails on the lock or finds
+                # the finished outputs, and the folder is left as it was before training
+                (folder / LOCK_FILE).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _kept_log(self, path: Path) -> Iterator[None]:

@@ -9,6 +9,7 @@ the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -124,6 +125,37 @@ def _ignore_stop_signals(_worker_id: int) -> None:
     # (workers exit when it shuts the loader down or dies).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def shut_down(loader: DataLoader) -> None:
+    """Stop a loader's worker processes now and wait for them (a no-op without workers).
+
+    Persistent workers ignore SIGTERM (see above), so they must be stopped by the loader
+    itself: left to the interpreter's exit, multiprocessing sends them SIGTERM and waits for
+    them for ever, and a job that failed would hold its GPU until the time limit.
+    """
+    iterator = getattr(loader, "_iterator", None)  # torch keeps its persistent workers here
+    if iterator is None:
+        return
+    loader._iterator = None
+    stop = getattr(iterator, "_shutdown_workers", None)
+    if stop is not None:
+        stop()  # asks each worker to stop and joins it briefly
+    for worker in getattr(iterator, "_workers", ()):
+        if worker.is_alive():  # one that did not stop in time (stuck in a read): end it
+            worker.kill()
+            worker.join(timeout=10)
+
+
+@contextlib.contextmanager
+def workers_stopped(*loaders: DataLoader) -> Iterator[None]:
+    """Within the block the loaders may start workers; on leaving it, by error or not, the
+    workers are stopped, so a failed step exits instead of hanging."""
+    try:
+        yield
+    finally:
+        for loader in loaders:
+            shut_down(loader)
 
 
 def make_loader(

@@ -55,6 +55,7 @@ from leukopipe.train.loader import (
     EpochBatchSampler,
     make_loader,
     resolve_workers,
+    workers_stopped,
 )
 from leukopipe.train.models import (
     STRATEGIES,
@@ -422,19 +423,24 @@ def train(
     mean, std = normalisation(cfg.backbone)
     workers = resolve_workers(cfg.workers)
 
+    # A lone last sample would make BatchNorm fail in train mode, so drop it then.
+    train_sampler = EpochBatchSampler(
+        len(train_set), cfg.batch_size, shuffle=True, seed=cfg.seed,
+        drop_last=len(train_set) % cfg.batch_size == 1,
+    )
+    val_sampler = EpochBatchSampler(len(val_set), cfg.eval_batch_size, shuffle=False)
+    # no worker starts before the first batch; any error stops them (workers_stopped)
+    train_loader = make_loader(train_set, train_sampler, workers, dev)
+    val_loader = make_loader(val_set, val_sampler, workers, dev)
+
     # the lock is taken before anything is read from or written to the resume folder
-    with saver.owned(), numerics(dev), stop_on_signals() as stop:
+    with (
+        saver.owned(), numerics(dev), stop_on_signals() as stop,
+        workers_stopped(train_loader, val_loader),
+    ):
         seed_everything(cfg.seed)
         model, summary, weights_report = prepare_model(cfg, train_set.image_size)
         setup = _make_setup(cfg, model, dev, mean, std)
-        # A lone last sample would make BatchNorm fail in train mode, so drop it then.
-        train_sampler = EpochBatchSampler(
-            len(train_set), cfg.batch_size, shuffle=True, seed=cfg.seed,
-            drop_last=len(train_set) % cfg.batch_size == 1,
-        )
-        val_sampler = EpochBatchSampler(len(val_set), cfg.eval_batch_size, shuffle=False)
-        train_loader = make_loader(train_set, train_sampler, workers, dev)
-        val_loader = make_loader(val_set, val_sampler, workers, dev)
         log.info(
             "training %s (%s, %d/%d parameters trainable: %s) on %s; %d train / %d val images "
             "of %dpx; %d loader workers%s",

@@ -148,6 +148,7 @@ def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[st
             'config error: data.url = null is not allowed when data.source is "url";'
             " expected the archive's URL"
         )
+    _check_unique_names(config)
     _check_split_modes(config)
     _check_preprocessing(config)
     _check_ensembles(config)
@@ -177,6 +178,20 @@ def _check_preprocessing(config: dict[str, Any]) -> None:
             group_image_size(config, gi)
         except PreprocessingError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def _check_unique_names(config: dict[str, Any]) -> None:
+    """Group and ensemble names pick rows and members: two alike would silently merge them."""
+    for section in ("experiments", "ensembles"):
+        first: dict[str, int] = {}
+        for i, item in enumerate(config[section]):
+            name = item["name"]
+            if name in first:
+                raise ConfigError(
+                    f"config error: {section}[{i}].name = {json.dumps(name)} is not allowed;"
+                    f" expected a name no other entry has ({section}[{first[name]}] has it)"
+                )
+            first[name] = i
 
 
 def _check_split_modes(config: dict[str, Any]) -> None:

@@ -5,10 +5,14 @@ shell-safe params. The rule files call them through the named ``get_*`` function
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+from leukopipe.errors import UserError
 from leukopipe.workflow.config import (
     Experiment,
     expand_ensembles,
@@ -17,6 +21,17 @@ from leukopipe.workflow.config import (
     used_splits,
 )
 from leukopipe.workflow.split_modes import parse_split_id, pooled_name
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Around work a rule function does while Snakemake builds the DAG (hashing the raw copy):
+    an expected failure ends Snakemake with its one line, not an InputFunctionException
+    traceback (SystemExit passes through Snakemake's wrapping of input functions)."""
+    try:
+        yield
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def results_dir(config: dict[str, Any]) -> str:

@@ -18,7 +18,12 @@ from typing import Any, TypeVar
 
 from leukopipe.errors import UserError
 from leukopipe.workflow.diskspace import free_bytes, human
-from leukopipe.workflow.interrupt import STOP_SIGNALS, StepInterrupted, StopFlag
+from leukopipe.workflow.interrupt import (
+    STOP_SIGNALS,
+    StepInterrupted,
+    StopFlag,
+    exit_with_parent,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,8 +59,8 @@ def run_pool(
     executor = ProcessPoolExecutor(
         max_workers=max(1, min(workers, len(tasks))),
         mp_context=mp.get_context(context),
-        initializer=initializer,
-        initargs=initargs,
+        initializer=_start_worker,
+        initargs=(initializer, initargs),
     )
     # The pool keeps its Process objects here: the only place that tells which signal killed a
     # worker (no public API does). Read it defensively; without it the message is more generic.
@@ -80,6 +85,15 @@ def run_pool(
         _stop(executor, processes)
         raise
     executor.shutdown(wait=True)
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    # a worker dies with its parent: after a kill -9 of the step it would otherwise block on
+    # for minutes, holding its memory and the step's deleted temp files (SIGKILL: it may ignore
+    # SIGTERM, and nothing of its work is wanted any more)
+    exit_with_parent(signal.SIGKILL)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _stop(executor: ProcessPoolExecutor, processes: dict[int, mp.process.BaseProcess]) -> None:
