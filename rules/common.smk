@@ -273,6 +273,13 @@ def get_split_audits():
     return [f"{RESULTS}/splits/{split}/audit.json" for split in used_splits(config)]
 
 
+def get_weights_records():
+    """The weights record of every backbone trained from pretrained weights (none from
+    scratch): the tables name the tag each run started from."""
+    backbones = sorted({exp.backbone for exp in EXPERIMENTS.values()})
+    return [rec for b in backbones for rec in weights_record(config, b)]
+
+
 def get_tables_dir(wildcards, output):
     return str(Path(output.md).parent)
 

@@ -11,6 +11,7 @@ rule compare:
             f"{RESULTS}/eval/{{exp}}/history.parquet", exp=sorted(EXPERIMENTS)
         ),
         audits=get_split_audits(),
+        weights=get_weights_records(),
     output:
         md=report(
             f"{RESULTS}/tables/comparison.md",
@@ -57,6 +58,7 @@ rule compare:
         "python scripts/compare.py"
         " --metrics {input.metrics}"
         " --audits {input.audits}"
+        " --weights-records {input.weights}"
         " --tables-dir {params.tables}"
         " --figures-dir {params.figures}"
         " 2> {log}"

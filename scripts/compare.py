@@ -2,11 +2,12 @@
 """Compare step: comparison tables and figures from stored evaluation results (no training).
 
 Reads metrics.json files (with predictions.parquet and history.parquet beside each) and the
-split audits (audit.json: each test set's protocol and leakage counts), and writes
+split audits (audit.json: each test set's protocol and leakage counts) and the weights records
+(weights/<backbone>.json: the timm tag each pretrained run started from), and writes
 tables/comparison.{md,csv,tex} plus rows.parquet and figures/*.png. Cross-validated models come
 with their out-of-fold pools (the pool_folds step's metrics.json); nothing is computed here but
-tables and figures. A copied results/<run>/eval/ tree and results/<run>/splits/*/audit.json are
-all it needs.
+tables and figures. A copied results/<run>/eval/ tree, results/<run>/splits/*/audit.json and
+results/<run>/weights/*.json are all it needs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="splits/<split>/audit.json of every split the results were tested on",
     )
     p.add_argument(
+        "--weights-records",
+        nargs="*",
+        default=[],
+        type=Path,
+        help="weights/<backbone>.json of the pretrained runs (their timm tags); none when"
+        " every run trained from scratch",
+    )
+    p.add_argument(
         "--tables-dir", required=True, type=Path, help="folder for comparison.{md,csv,tex}"
     )
     p.add_argument("--figures-dir", required=True, type=Path, help="folder for the PNG figures")
@@ -46,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = compare.flat_rows(compare.load_records(args.metrics))
     rows = protocol.with_audits(rows, protocol.load_audits(args.audits))
+    rows = compare.with_weights(rows, compare.load_weight_records(args.weights_records))
     tables.write(rows, args.tables_dir)
     figures.comparison_figures(rows, args.figures_dir)
     log.info("compared %d experiment(s): %s", len(rows), args.tables_dir / "comparison.md")

@@ -98,6 +98,8 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "best_epoch": tr.get("best_epoch"),
             "image_size": tr.get("image_size"),
             "pretrained_weights": (tr.get("train_config") or {}).get("pretrained_weights"),
+            "max_epochs": (tr.get("train_config") or {}).get("epochs"),
+            "patience": (tr.get("train_config") or {}).get("patience"),
             "epochs_run": tr.get("epochs_run"),
             "train_accuracy": tr.get("train_accuracy"),
             "val_accuracy": tr.get("val_accuracy"),
@@ -141,6 +143,26 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
         ["family", "pooled", "variant", "group", "backbone", "strategy", "seed", "fold"],
         na_position="last",
     ).reset_index(drop=True)
+
+
+def load_weight_records(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
+    """The weights records fetch_weights wrote (``weights/<backbone>.json``), by backbone."""
+    records = {}
+    for p in paths:
+        rec = json.loads(Path(p).read_text(encoding="utf-8"))
+        records[str(rec.get("backbone") or Path(p).stem)] = rec
+    return records
+
+
+def with_weights(rows: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """``rows`` plus ``weights_tag``: the timm tag of the weights each pretrained run started
+    from, as its weights record says (None for runs from scratch or without a record)."""
+    out = rows.copy()
+    out["weights_tag"] = [
+        (records.get(str(b)) or {}).get("pretrained_tag") if isinstance(w, str) and w else None
+        for b, w in zip(out["backbone"], out["pretrained_weights"], strict=True)
+    ]
+    return out
 
 
 def model_label(backbone: str, strategy: str, partial_stages: Any) -> str:
