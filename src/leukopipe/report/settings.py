@@ -58,7 +58,9 @@ def _join(values: list[Any]) -> str:
 
 def setting_text(s: dict[str, Any]) -> str:
     """e.g. ``64 px; weights none (random initialisation); at most 6 epochs (patience 3); 1
-    seed``; what a record does not hold is left out (an ensemble: its seeds only)."""
+    seed``; a row without a training record (an ensemble) refers to its members."""
+    if not s["image_size"]:
+        return "not recorded (see its members' rows)"
     parts = []
     if s["image_size"]:
         parts.append(f"{_join(s['image_size'])} px")
@@ -114,7 +116,7 @@ def compare_settings(s: dict[str, Any], published: list[tuple[str, dict[str, Any
         blocking += b
         other += o
     if not s["image_size"]:
-        return "no training record (see its members' rows)"
+        return "not recorded (see its members' rows)"
     if blocking:
         return "Not comparable: " + "; ".join(blocking + other)
     if other:
