@@ -2,11 +2,12 @@
 """Compare step: comparison tables and figures from stored evaluation results (no training).
 
 Reads metrics.json files (with predictions.parquet and history.parquet beside each) and the
-split audits (audit.json: each test set's protocol and leakage counts), and writes
+split audits (audit.json: each test set's protocol and leakage counts) and the weights records
+(weights/<backbone>.json: the timm tag each pretrained run started from), and writes
 tables/comparison.{md,csv,tex} plus rows.parquet and figures/*.png. Cross-validated models come
 with their out-of-fold pools (the pool_folds step's metrics.json); nothing is computed here but
-tables and figures. A copied results/<run>/eval/ tree and results/<run>/splits/*/audit.json are
-all it needs.
+tables and figures. A copied results/<run>/eval/ tree, results/<run>/splits/*/audit.json and
+results/<run>/weights/*.json are all it needs.
 """
 
 from __future__ import annotations

@@ -105,6 +105,8 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "best_epoch": tr.get("best_epoch"),
             "image_size": tr.get("image_size"),
             "pretrained_weights": (tr.get("train_config") or {}).get("pretrained_weights"),
+            "max_epochs": (tr.get("train_config") or {}).get("epochs"),
+            "patience": (tr.get("train_config") or {}).get("patience"),
             "epochs_run": tr.get("epochs_run"),
             "train_accuracy": tr.get("train_accuracy"),
             "val_accuracy": tr.get("val_accuracy"),

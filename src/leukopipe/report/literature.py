@@ -1,8 +1,10 @@
 """Published results beside this project's runs, like with like.
 
-A published number is shown only beside runs of the same backbone, fine-tuning strategy and
-test protocol, and always in the column of the metric it is (Study A's Table 3 entries are
-weighted F1 and sit under Weighted F1, never under the ALL-class F1). The numbers come from
+A published number is shown only beside runs of the same test protocol (and, for the studies,
+the same backbone and strategy, whatever the run's preprocessing, weights or seed), always in
+the column of the metric it is, and every run beside one says its own setting and what differs
+from the published one (``leukopipe.report.settings``). Study A's Table 3 values are shown as
+Study A quotes them, never as a metric of a named test set. The numbers come from
 ``leukopipe/report/published.yaml``.
 """
 
@@ -18,9 +20,18 @@ from leukopipe.report.compare import (
     display_table,
     model_label,
     pct,
+    split_label,
     summary_table,
 )
 from leukopipe.report.published import load_published
+from leukopipe.report.settings import (
+    DIFFERS,
+    SETTING,
+    compare_settings,
+    published_setting_text,
+    run_setting,
+    setting_text,
+)
 
 MISSING = "–"
 # the metric columns of the published-versus-reproduced tables: the main table's
@@ -49,10 +60,11 @@ def _published_cells(entry: dict[str, Any], metrics: list[str], scale: float = 1
 
 
 def _ours(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """This project's summarised rows (seeds pooled) as display strings, with test counts."""
+    """This project's summarised rows (seeds pooled) as display strings, with test counts and
+    each row's setting as recorded (``_setting``: a dict, for the differences)."""
     if rows.empty:
         return pd.DataFrame(
-            columns=["Model", "Split", "Protocol", "Seeds", "Test images", *metrics]
+            columns=["Model", "Split", "Protocol", "Seeds", "Test images", *metrics, "_setting"]
         )
     summary = summary_table(rows)
     shown = display_table(summary, metrics)
@@ -60,40 +72,60 @@ def _ours(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         f"{n} ({a}/{h})"
         for n, a, h in zip(summary["n test"], summary["n ALL"], summary["n Hem"], strict=True)
     ]
+    # the same groups as summary_table: one test protocol and one model label
+    labels = rows.assign(_split=[split_label(r) for r in rows.itertuples()])
+    groups = dict(iter(labels.groupby(["_split", "model"], dropna=False, sort=False)))
+    shown["_setting"] = [
+        run_setting(groups[(sp, m)]) for sp, m in zip(shown["Split"], shown["Model"], strict=True)
+    ]
     return shown
 
 
+def _beside(ours: dict[str, Any], published: dict[str, Any], who: str) -> dict[str, str]:
+    """A run's Setting and Differs cells, against one published setting."""
+    return {
+        SETTING: setting_text(ours["_setting"]),
+        DIFFERS: compare_settings(ours["_setting"], [(who, published)]),
+    }
+
+
 def study_a_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Study A's Table 2 row by row, each followed by this project's runs of the same backbone
-    and strategy on the same (image-level) protocol."""
-    t2 = load_published()["study_a"]["table2"]
+    """Study A's Table 2 row by row, each followed by every run of this project of the same
+    backbone and strategy on the same (image-level) protocol, whatever its preprocessing,
+    weights or seed; each says what differs from Study A's setting."""
+    pub = load_published()["study_a"]
+    t2 = pub["table2"]
     strategy, test = t2["strategy"], t2["test_set"]
     same = rows[
         (rows["variant"] == "single")
         & (rows["split_kind"] == test["split"])
         & (rows["strategy"] == strategy)
+        & rows["fold"].isna()
+        & ~rows["pooled"]
     ]
-    ours = _ours(same, STUDY_A_METRICS)
     out = []
     for entry in t2["rows"]:
-        label = model_label(entry["model"], strategy, None)
         out.append(
             {
                 "Source": "Study A, Table 2 (published)",
-                "Model": label,
+                "Model": model_label(entry["model"], strategy, None),
                 "Protocol": "image-level (Study A's split; shared subjects not reported)",
                 "Seeds": 1,
                 "Test images": f"{test['n']} ({test['n_all']}/{test['n_hem']})",
                 **_published_cells(entry, STUDY_A_METRICS),
+                SETTING: published_setting_text(pub["setting"]),
+                DIFFERS: MISSING,
             }
         )
+        ours = _ours(same[same["backbone"] == entry["model"]], STUDY_A_METRICS)
         out += [
             {
                 "Source": "this project",
                 **{k: r[k] for k in ("Model", "Protocol", "Seeds", "Test images")},
                 **{h: r[h] for h in STUDY_A_METRICS},
+                **_beside(r, pub["setting"], "Study A"),
             }
-            for r in ours[ours["Model"] == label].to_dict("records")
+            for r in ours.to_dict("records")
         ]
     return pd.DataFrame(out)
 
@@ -113,9 +145,11 @@ def study_b_table(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for r in sub.itertuples():
         same_protocol = r.split_kind == pub["split"]
+        value = published.get((r.backbone, r.strategy)) if same_protocol else None
+        setting = run_setting(sub.loc[[r.Index]])
         out.append(
             {
-                "Model": model_label(r.backbone, r.strategy, r.partial_stages),
+                "Model": r.model,  # with its preprocessing: runs that differ never merge
                 "Protocol": r.protocol,
                 "Seed": MISSING if pd.isna(r.seed) else str(int(r.seed)),
                 "Best epoch": MISSING if pd.isna(r.best_epoch) else str(int(r.best_epoch)),
@@ -126,9 +160,11 @@ def study_b_table(rows: pd.DataFrame) -> pd.DataFrame:
                 "Balanced acc. %": pct(r.balanced_accuracy),
                 "Macro-F1 %": pct(r.macro_f1),
                 "Majority-class acc. %": 100.0 * max(r.n_test_all, r.n_test_hem) / r.n_test,
-                "Study B acc. % (published)": published.get((r.backbone, r.strategy))
-                if same_protocol
-                else None,
+                "Study B acc. % (published)": value,
+                SETTING: setting_text(setting),
+                DIFFERS: MISSING
+                if value is None
+                else compare_settings(setting, [("Study B", pub["setting"])]),
             }
         )
     return pd.DataFrame(out)
@@ -151,69 +187,86 @@ def study_b_facts() -> str:
     )
 
 
+def _reference(entry: dict[str, Any], source: str, model: str, test_set: str,
+               values: dict[str, float], scale: float = 1.0) -> dict[str, Any]:
+    """One published row of Table 5: its values under their own metrics, its stated setting."""
+    return {
+        "Source": source,
+        "Model": model,
+        "Protocol": f"subject-disjoint ({test_set})",
+        "Test images": MISSING,
+        **_published_cells(values, HONEST_METRICS, scale=scale),
+        SETTING: published_setting_text(entry["setting"]),
+        DIFFERS: MISSING,
+    }
+
+
 def honest_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """This project's subject-disjoint results beside the published honest references."""
+    """The preliminary test set (the official split's): the published results measured on it,
+    then every run of this project on the official split, each with its setting and what
+    differs from what the references state."""
     pub = load_published()
-    ours = _ours(rows[rows["split_kind"] != "image"], HONEST_METRICS)
+    bench, winner = pub["leakage_aware_benchmark"], pub["challenge_winner"]
     out = [
-        {
-            "Source": "this project",
-            "Model": r["Model"],
-            "Split": r["Split"],
-            "Protocol": r["Protocol"],
-            "Test images": r["Test images"],
-            **{h: r[h] for h in HONEST_METRICS},
-        }
-        for r in ours.to_dict("records")
-    ]
-    bench = pub["leakage_aware_benchmark"]
-    out.append(
-        {
-            "Source": "leakage-aware benchmark (published)",
-            "Model": bench["model"],
-            "Split": MISSING,
-            "Protocol": f"subject-disjoint: {bench['test_set']}",
-            "Test images": MISSING,
+        _reference(
+            bench,
+            "leakage-aware benchmark (published)",
+            f"{bench['name']} (its best model)",
+            bench["test_set"],
             # printed as fractions: shown in percent like every other row
-            **_published_cells(
-                {
-                    "auc": bench["auroc"],
-                    "sensitivity": bench["sensitivity"],
-                    "specificity": bench["specificity"],
-                },
-                HONEST_METRICS,
-                scale=100.0,
-            ),
-        }
-    )
-    winner = pub["challenge_winner"]
-    out.append(
-        {
-            "Source": "C-NMC 2019 challenge (published)",
-            "Model": "winning entry",
-            "Split": MISSING,
-            "Protocol": f"subject-disjoint: {winner['test_set']}",
-            "Test images": MISSING,
-            **_published_cells({"weighted_f1": winner["weighted_f1"]}, HONEST_METRICS),
-        }
-    )
-    t3 = pub["study_a"]["table3"]
-    for entry in t3["rows"]:
-        if "weighted_f1" not in entry:
-            continue  # Study A's own (image-level) model: its Table 2 row, in Table 2
-        note = f" ({entry['note']})" if entry.get("note") else ""
+            {"auc": bench["auroc"], "sensitivity": bench["sensitivity"],
+             "specificity": bench["specificity"]},
+            scale=100.0,
+        ),
+        _reference(
+            winner,
+            "C-NMC 2019 challenge winner (published)",
+            winner["model"],
+            winner["preliminary"]["test_set"],
+            {k: winner["preliminary"][k] for k in ("weighted_f1", "balanced_accuracy")},
+        ),
+    ]
+    references = [("benchmark", bench["setting"]), ("challenge winner", winner["setting"])]
+    official = rows[(rows["split_kind"] == bench["split"]) & rows["fold"].isna()]
+    for r in _ours(official, HONEST_METRICS).to_dict("records"):
         out.append(
             {
-                "Source": "Study A, Table 3 (quoted)",
-                "Model": f"{entry['name']}{note}",
-                "Split": MISSING,
-                "Protocol": f"subject-disjoint: {t3['test_set']}",
-                "Test images": MISSING,
-                **_published_cells(entry, HONEST_METRICS),
+                "Source": "this project",
+                "Model": r["Model"],
+                "Protocol": r["Protocol"],
+                "Test images": r["Test images"],
+                **{h: r[h] for h in HONEST_METRICS},
+                SETTING: setting_text(r["_setting"]),
+                DIFFERS: compare_settings(r["_setting"], references),
             }
         )
-    table = pd.DataFrame(out)
-    return table.rename(columns=HONEST_HEADERS)
+    return pd.DataFrame(out).rename(columns=HONEST_HEADERS)
+
+
+def honest_facts() -> str:
+    """The challenge winner's final-test score, as context only (no run can be scored there)."""
+    final = load_published()["challenge_winner"]["final"]
+    return (
+        f"For context only: the challenge winner's weighted F1 on the {final['test_set']} was"
+        f" {final['weighted_f1']:.2f} %; no run here can be scored on that set."
+    )
+
+
+def quoted_table() -> pd.DataFrame:
+    """Study A's Table 3 as Study A quotes it: work, note and F1, no test set claimed."""
+    t3 = load_published()["study_a"]["table3"]
+    return pd.DataFrame(
+        [
+            {
+                "Source": "Study A, Table 3 (quoted)",
+                "Work": r["name"],
+                "Note": r.get("note") or MISSING,
+                "F1 % as quoted by Study A": r["f1_quoted"],
+                "Test set": "not stated by Study A",
+            }
+            for r in t3["rows"]
+        ]
+    )
 
 
 def leakage_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -240,8 +293,9 @@ def leakage_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def cross_validation_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Every cross-validated model pooled out of fold, side by side in Table 1's columns (e.g.
-    Study C's backbones beside Study A's), with the leakage-aware benchmark's published
-    numbers as the reference row."""
+    Study C's backbones beside Study A's). No published row: no reference was tested out of
+    fold over the labelled data (the leakage-aware benchmark stands beside the official split,
+    Table 5)."""
     ours = _ours(rows[rows["pooled"]], CV_METRICS)
     out = [
         {
@@ -253,22 +307,6 @@ def cross_validation_table(rows: pd.DataFrame) -> pd.DataFrame:
         }
         for r in ours.to_dict("records")
     ]
-    bench = load_published()["leakage_aware_benchmark"]
-    out.append(
-        {
-            "Source": "leakage-aware benchmark (published)",
-            "Model": bench["model"],
-            "Protocol": f"subject-disjoint: {bench['test_set']}",
-            "Test images": MISSING,
-            **_published_cells(
-                {
-                    "auc": bench["auroc"],
-                    "sensitivity": bench["sensitivity"],
-                    "specificity": bench["specificity"],
-                },
-                CV_METRICS,
-                scale=100.0,
-            ),
-        }
-    )
-    return pd.DataFrame(out).rename(columns=HONEST_HEADERS)
+    return pd.DataFrame(
+        out, columns=["Source", "Model", "Protocol", "Test images", *CV_METRICS]
+    ).rename(columns=HONEST_HEADERS)

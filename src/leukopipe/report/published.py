@@ -26,11 +26,18 @@ def load_published() -> dict[str, Any]:
     return data
 
 
-CITED = {"study_a": "Study A", "study_b": "Study B", "dataset": "Dataset"}
+CITED = {
+    "study_a": "Study A",
+    "study_b": "Study B",
+    "leakage_aware_benchmark": "Leakage-aware benchmark",
+    "challenge_winner": "C-NMC 2019 challenge winner",
+    "dataset": "Dataset",
+}
 
 
 def citations() -> list[str]:
-    """The two studies and the dataset as the report and README cite them (with addresses)."""
+    """Every reference as the report and README cite it: authors (where named), title, venue,
+    year, identifier and address."""
     pub = load_published()
     return [
         f"{label}: {' '.join(pub[key]['citation'].split())} {pub[key]['url']}"

@@ -60,10 +60,11 @@ def build(rows: pd.DataFrame) -> list[Table]:
         _table("study_a", literature.study_a_table(rows)),
         _table("study_b", literature.study_b_table(rows), literature.study_b_facts()),
         _table("subjects", subject_level_table(rows)),
-        _table("honest", literature.honest_table(rows)),
+        _table("honest", literature.honest_table(rows), literature.honest_facts()),
         _table("leakage", literature.leakage_table(rows)),
         _table("cross_validation", literature.cross_validation_table(rows)),
         _table("calibration", calibration_table(rows)),
+        _table("quoted", literature.quoted_table()),
     ]
 
 
