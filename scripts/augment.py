@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg,
         args.pixels_out,
         workers=args.workers,
-        progress=sys.stderr.isatty(),
+        progress=True,
         raw_dir=args.raw_dir,
     )
     seconds = time.perf_counter() - start

@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     df = pd.read_parquet(args.manifest)
     out = materialise_plain(
-        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir
+        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir,
+        progress=True,
     )
     atomic.write_parquet(args.manifest_out, out)
     log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)
