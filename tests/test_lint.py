@@ -24,3 +24,13 @@ BIN = Path(sys.executable).parent
 def test_clean(cmd):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("profile", ["demo", "slurm"])
+def test_profiles_print_failed_jobs_logs(profile):
+    # without it a failed cluster job says only "check log file(s) for error details"
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    settings = yaml.safe_load((root / "profiles" / profile / "config.yaml").read_text())
+    assert settings.get("show-failed-logs") is True
