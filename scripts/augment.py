@@ -21,11 +21,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from leukopipe.augment.plan import materialise, plan_balanced, plan_originals
 from leukopipe.augment.transforms import AugmentConfig
 from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("augment")
 
@@ -73,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    train = pd.read_parquet(args.train_manifest)
+    train = read_parquet(args.train_manifest)
     if args.target_per_class is None:
         cfg = None
         plan = plan_originals(train)

@@ -13,10 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from leukopipe.augment.plan import materialise_plain
 from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("resize")
 
@@ -33,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pixels-out", required=True, type=Path, help="uint8 .npy pixel store to write")
     args = p.parse_args(argv)
 
-    df = pd.read_parquet(args.manifest)
+    df = read_parquet(args.manifest)
     out = materialise_plain(
         df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir,
         progress=True,

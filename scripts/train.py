@@ -22,6 +22,7 @@ from leukopipe.train.models import STRATEGIES
 from leukopipe.train.weights import check_against_record
 from leukopipe.workflow import cli
 from leukopipe.workflow.interrupt import exit_with_parent
+from leukopipe.workflow.readers import read_json
 
 log = logging.getLogger("train")
 
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = {}
     if args.extra_meta_json is not None:
         try:
-            extra = json.loads(args.extra_meta_json.read_text(encoding="utf-8"))
+            extra = read_json(args.extra_meta_json)
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +13,7 @@ from leukopipe.data.cnmc_names import CLASS_NAMES
 from leukopipe.data.imageio import MissingImageError, UnreadableImageError, read_rgb
 from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
+from leukopipe.workflow.readers import read_json
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -69,7 +69,7 @@ def referral_threshold(metrics_json: str | Path | None, explicit: float | None) 
         return explicit
     if metrics_json is None:
         return None
-    return float(json.loads(Path(metrics_json).read_text())["referral"]["threshold"])
+    return float(read_json(metrics_json)["referral"]["threshold"])
 
 
 def predict_paths(

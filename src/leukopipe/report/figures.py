@@ -17,6 +17,7 @@ from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.evaluate import metrics, referral
 from leukopipe.report.captions import FIGURES
 from leukopipe.workflow.atomic import atomic_path
+from leukopipe.workflow.readers import read_parquet
 
 DPI = 120
 
@@ -218,10 +219,10 @@ def comparison_figures(rows: pd.DataFrame, folder: str | Path) -> list[Path]:
     drawn through their pooled row), training curves of the trained models."""
     folder = Path(folder)
     shown = rows[rows["fold"].isna() | rows["pooled"]]
-    preds = {r.experiment: pd.read_parquet(r.predictions_file) for r in shown.itertuples()}
+    preds = {r.experiment: read_parquet(r.predictions_file) for r in shown.itertuples()}
     trained = rows[(rows["variant"] == "single") & ~rows["pooled"]]
     hist = {
-        r.experiment: pd.read_parquet(Path(r.metrics_file).parent / "history.parquet")
+        r.experiment: read_parquet(Path(r.metrics_file).parent / "history.parquet")
         for r in trained.itertuples()
         if (Path(r.metrics_file).parent / "history.parquet").exists()
     }

@@ -68,6 +68,7 @@ from leukopipe.train.weights import load_pretrained
 from leukopipe.workflow.interrupt import StepInterrupted, StopFlag, stop_on_signals
 from leukopipe.workflow.progress import Progress, duration
 from leukopipe.workflow.provenance import code_version, provenance
+from leukopipe.workflow.readers import read_parquet
 from leukopipe.workflow.schema import defaults
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def prepare_model(
 
 
 def _read_split(manifest: Path, pixels: Path) -> tuple[pd.DataFrame, BatchDataset]:
-    frame = pd.read_parquet(manifest)
+    frame = read_parquet(manifest)
     if "label" not in frame.columns:
         raise InvalidInputError(f"manifest {manifest} has no 'label' column; rerun the split step")
     bad = sorted(set(frame["label"].dropna().unique()) - {0, 1})
