@@ -68,6 +68,6 @@ def test_truncated_pixel_store_is_named(tmp_path: Path) -> None:
     store = tmp_path / "train_pixels.npy"
     np.save(store, np.zeros((20, 16, 16, 3), np.uint8))
     _truncate(store)
-    with pytest.raises(InvalidInputError, match="train_pixels.npy") as info:
+    with pytest.raises(InvalidInputError, match=r"train_pixels\.npy") as info:
         open_store(store)
     assert "\n" not in str(info.value)
