@@ -266,7 +266,7 @@ def test_augment_log_shows_progress_with_rate_and_time_left(
         )
     text = log.read_text()
     assert proc.returncode == 0, text
-    lines = [ln for ln in text.splitlines() if "img/s" in ln]
+    lines = [ln for ln in text.splitlines() if "img/s" in ln or "s/img" in ln]
     assert len(lines) > 1, text
     assert any("left" in ln for ln in lines), text
     assert f"{2 * TARGET}/{2 * TARGET} img (100 %)" in lines[-1], text

@@ -65,9 +65,13 @@ class Progress:
         pct = 100.0 * self.done / self.total if self.total else 100.0
         left = (self.total - self.done) / rate if rate > 0 else None
         tail = f", {duration(left)} left" if left is not None and self.done < self.total else ""
+        # a slow rate reads better as seconds per unit (0.0 batch/s says nothing)
+        speed = f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0 else (
+            f"{1 / rate:.1f} s/{self.unit}"
+        )
         return (
             f"{self.desc}: {self.done}/{self.total} {self.unit} ({pct:.0f} %), "
-            f"{rate:.1f} {self.unit}/s, {duration(elapsed)} elapsed{tail}"
+            f"{speed}, {duration(elapsed)} elapsed{tail}"
         )
 
     def update(self, n: int = 1) -> None:
