@@ -22,7 +22,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top}
-th{background:#f0f0f0} td:first-child,th:first-child{text-align:left}
+th{background:#f0f0f0} td:first-child,th:first-child,td.text{text-align:left}
 .scroll{overflow-x:auto;max-width:100%}
 .ci{display:block;font-size:11px;color:#555;white-space:nowrap}
 .hash{font-family:monospace}
@@ -53,11 +53,17 @@ def _cell(value: object) -> str:
     return html.escape(text)
 
 
+def _align(value: object) -> str:
+    # numbers line up on the right, words read from the left
+    words = isinstance(value, str) and not value[:1].isdigit() and value != "–"
+    return " class='text'" if words else ""
+
+
 def _table(df: pd.DataFrame) -> str:
     """An HTML table that never runs off the page (it scrolls inside its box if it must)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td{_align(v)}>{_cell(v)}</td>" for v in row) + "</tr>"
         for row in df.itertuples(index=False)
     )
     return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
