@@ -203,7 +203,7 @@ def test_config_values_in_yaml_flow_syntax_are_read_as_yaml_types():
     as in a config file (Snakemake's own parser leaves nested values strings)."""
     proc = subprocess.run(
         # one small target: the whole DAG would take a minute on a loaded machine
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "results/yes/data/raw.json",
+        [sys.executable, "-m", "snakemake", "results/yes/data/raw.json", "-n", "--quiet", "rules",
          "--config", "train={epochs: 3, flips: false, layer_decay: null}", "run=yes"],
         cwd=ROOT,
         capture_output=True,
