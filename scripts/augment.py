@@ -35,7 +35,7 @@ def _target(text: str) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument(
         "--train-manifest", required=True, type=Path, help="train.parquet from the split step"
     )

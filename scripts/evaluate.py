@@ -33,7 +33,7 @@ GRADCAM = defaults("gradcam")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="best.pt of the experiment")
     p.add_argument("--history", type=Path, default=None, help="history.parquet of the experiment")
     p.add_argument(

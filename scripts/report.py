@@ -20,7 +20,7 @@ log = logging.getLogger("report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--tables", type=Path, required=True, help="comparison.md (checked to exist)")
     p.add_argument("--rows", type=Path, required=True, help="rows.parquet from the compare step")
     p.add_argument("--figures", type=Path, nargs="+", required=True, help="PNG figures to embed")

@@ -21,7 +21,7 @@ log = logging.getLogger("resize")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--manifest", required=True, type=Path, help="val.parquet or test.parquet")
     p.add_argument(
         "--raw-dir", required=True, type=Path, help="raw folder the manifest paths start from"

@@ -26,7 +26,7 @@ log = logging.getLogger("split")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--index", required=True, type=Path, help="index.parquet from the merge step")
     p.add_argument(
         "--mode",

@@ -57,7 +57,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     _add_config_flags(p)
     p.add_argument("--train-manifest", required=True, type=Path,
                    help="training manifest (parquet; label 0 = Hem, 1 = ALL)")
