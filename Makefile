@@ -11,7 +11,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
 GPU_CHECK_OUT ?= gpu-check
 
-.PHONY: env demo test lint benchmark stale gpu-check clean-demo
+.PHONY: env demo test lint benchmark stale gpu-check clean-demo tables
 
 env: $(STAMP)
 
@@ -46,6 +46,26 @@ stale: $(STAMP)
 # Pipeline + resume + benchmark on one CUDA node in < 9 minutes; summary in $(GPU_CHECK_OUT)/.
 gpu-check:
 	$(CHECK_PYTHON) scripts/gpu_check.py --out $(GPU_CHECK_OUT)
+
+# Every table, figure and the report from a run's stored results alone (results/<run>/eval/ and
+# results/<run>/splits/*/audit.json: what reviewers get), without Snakemake or training:
+#   make tables RUN=<run>
+RUN ?= demo
+RESULTS ?= results/$(RUN)
+FIGURES := roc confusion training_curves reliability risk_coverage
+
+tables: $(STAMP)
+	PYTHONPATH=src $(VENV)/bin/python scripts/compare.py \
+		--metrics $(RESULTS)/eval/*/metrics.json \
+		--audits $(RESULTS)/splits/*/audit.json \
+		--tables-dir $(RESULTS)/tables \
+		--figures-dir $(RESULTS)/figures
+	PYTHONPATH=src $(VENV)/bin/python scripts/report.py \
+		--tables $(RESULTS)/tables/comparison.md \
+		--rows $(RESULTS)/tables/rows.parquet \
+		--figures $(foreach f,$(FIGURES),$(RESULTS)/figures/$(f).png) \
+		--gradcam $(wildcard $(RESULTS)/eval/*/gradcam.png) \
+		--out $(RESULTS)/report.html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
