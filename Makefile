@@ -11,7 +11,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
 GPU_CHECK_OUT ?= gpu-check
 
-.PHONY: env demo test lint benchmark stale gpu-check clean-demo slurm-profile
+.PHONY: env demo test lint benchmark stale gpu-check clean-demo slurm-profile tables
 
 env: $(STAMP)
 
@@ -51,6 +51,26 @@ gpu-check:
 # ($$XDG_CONFIG_HOME/snakemake/slurm), so that `snakemake --profile slurm` works as typed.
 slurm-profile:
 	sh tools/link-slurm-profile.sh $(CHECK_PYTHON)
+
+# Every table, figure and the report from a run's stored results alone (results/<run>/eval/ and
+# results/<run>/splits/*/audit.json: what reviewers get), without Snakemake or training:
+#   make tables RUN=<run>
+RUN ?= demo
+RESULTS ?= results/$(RUN)
+FIGURES := roc confusion training_curves reliability reliability_calibrated risk_coverage
+
+tables: $(STAMP)
+	PYTHONPATH=src $(VENV)/bin/python scripts/compare.py \
+		--metrics $(RESULTS)/eval/*/metrics.json \
+		--audits $(RESULTS)/splits/*/audit.json \
+		--tables-dir $(RESULTS)/tables \
+		--figures-dir $(RESULTS)/figures
+	PYTHONPATH=src $(VENV)/bin/python scripts/report.py \
+		--tables $(RESULTS)/tables/comparison.md \
+		--rows $(RESULTS)/tables/rows.parquet \
+		--figures $(foreach f,$(FIGURES),$(RESULTS)/figures/$(f).png) \
+		--gradcam $(wildcard $(RESULTS)/eval/*/gradcam.png) \
+		--out $(RESULTS)/report.html
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

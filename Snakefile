@@ -5,13 +5,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from leukopipe.errors import UserError
-from leukopipe.workflow.config import validate
+from leukopipe.workflow.config import typed_overrides, validate
 
 
 configfile: "config.yaml"
 
 
 try:
+    # --config train='{epochs: 3}' means the number 3, as in a config file
+    typed_overrides(config, workflow.config_settings.overwrite_config or {})
     # fills every optional key with its schema default: rules read plain keys
     validate(config)
 except UserError as exc:

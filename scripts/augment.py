@@ -21,11 +21,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from leukopipe.augment.plan import materialise, plan_balanced, plan_originals
 from leukopipe.augment.transforms import AugmentConfig
 from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("augment")
 
@@ -36,7 +35,7 @@ def _target(text: str) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument(
         "--train-manifest", required=True, type=Path, help="train.parquet from the split step"
     )
@@ -73,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    train = pd.read_parquet(args.train_manifest)
+    train = read_parquet(args.train_manifest)
     if args.target_per_class is None:
         cfg = None
         plan = plan_originals(train)
@@ -89,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg,
         args.pixels_out,
         workers=args.workers,
-        progress=sys.stderr.isatty(),
+        progress=True,
         raw_dir=args.raw_dir,
     )
     seconds = time.perf_counter() - start

@@ -29,7 +29,7 @@ STAGES = ("data", "percore", "loader", "train", "eval")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--stages", default="data,percore,loader,train,eval",
                    help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--raw-dir", type=Path, default=None,

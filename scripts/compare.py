@@ -24,7 +24,7 @@ log = logging.getLogger("compare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument(
         "--metrics",
         nargs="+",

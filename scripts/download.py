@@ -26,7 +26,7 @@ log = logging.getLogger("download")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument(
         "--source",
         required=True,

@@ -23,7 +23,7 @@ log = logging.getLogger("ensemble")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument(
         "--members",
         nargs="+",

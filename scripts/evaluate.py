@@ -25,6 +25,7 @@ from leukopipe.evaluate.scoring import evaluate, gradcam_grid, train_val_gap
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.hashing import sha256_file
 from leukopipe.workflow.provenance import provenance
+from leukopipe.workflow.readers import read_parquet
 from leukopipe.workflow.schema import defaults
 
 log = logging.getLogger("evaluate")
@@ -32,7 +33,7 @@ GRADCAM = defaults("gradcam")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="best.pt of the experiment")
     p.add_argument("--history", type=Path, default=None, help="history.parquet of the experiment")
     p.add_argument(
@@ -118,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     clf = load_classifier(args.checkpoint, args.device)
-    test = pd.read_parquet(args.test_manifest)
-    val = pd.read_parquet(args.val_manifest)
+    test = read_parquet(args.test_manifest)
+    val = read_parquet(args.val_manifest)
     tta = args.tta_metrics_out is not None
     if tta and not (args.tta_predictions_out and args.tta_val_predictions_out):
         raise InvalidInputError(
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         tta=tta,
     )
-    history = pd.read_parquet(args.history) if args.history else pd.DataFrame()
+    history = read_parquet(args.history) if args.history else pd.DataFrame()
     meta = clf.meta
     experiment = json.loads(args.experiment_json)
     common = {

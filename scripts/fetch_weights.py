@@ -21,7 +21,7 @@ log = logging.getLogger("fetch_weights")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--backbone", required=True, help="timm model name, e.g. resnet50")
     p.add_argument("--out", type=Path, default=None,
                    help="weights file to write (default: resources/weights/<backbone>.safetensors)"

@@ -22,7 +22,7 @@ log = logging.getLogger("pool_folds")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--member-predictions", nargs="+", required=True, type=Path,
                    help="each fold's predictions (test set), one per fold")
     p.add_argument("--member-metrics", nargs="+", required=True, type=Path,

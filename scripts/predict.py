@@ -32,7 +32,7 @@ log = logging.getLogger("predict")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="a trained best.pt")
     p.add_argument(
         "--images",

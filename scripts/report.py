@@ -11,17 +11,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from leukopipe.errors import MissingInputError
 from leukopipe.report.html import build_html
 from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--tables", type=Path, required=True, help="comparison.md (checked to exist)")
     p.add_argument("--rows", type=Path, required=True, help="rows.parquet from the compare step")
     p.add_argument("--figures", type=Path, nargs="+", required=True, help="PNG figures to embed")
@@ -36,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.tables.is_file():
         raise MissingInputError(f"{args.tables}: run the compare step first")
-    atomic.write_text(args.out, build_html(pd.read_parquet(args.rows), args.figures, args.gradcam))
+    atomic.write_text(args.out, build_html(read_parquet(args.rows), args.figures, args.gradcam))
     log.info("wrote %s", args.out)
     return 0
 

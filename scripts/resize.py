@@ -13,16 +13,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from leukopipe.augment.plan import materialise_plain
 from leukopipe.workflow import atomic, cli
+from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("resize")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--manifest", required=True, type=Path, help="val.parquet or test.parquet")
     p.add_argument(
         "--raw-dir", required=True, type=Path, help="raw folder the manifest paths start from"
@@ -33,9 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pixels-out", required=True, type=Path, help="uint8 .npy pixel store to write")
     args = p.parse_args(argv)
 
-    df = pd.read_parquet(args.manifest)
+    df = read_parquet(args.manifest)
     out = materialise_plain(
-        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir
+        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir,
+        progress=True,
     )
     atomic.write_parquet(args.manifest_out, out)
     log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)

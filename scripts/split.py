@@ -15,19 +15,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from leukopipe.data.folds import assign_folds
 from leukopipe.data.split import SPLITS, audit, check_mode, make_splits
 from leukopipe.workflow import atomic, cli
 from leukopipe.workflow.provenance import provenance
+from leukopipe.workflow.readers import read_parquet
 from leukopipe.workflow.split_modes import SPLIT_MODES, parse_split_id
 
 log = logging.getLogger("split")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--index", required=True, type=Path, help="index.parquet from the merge step")
     p.add_argument(
         "--mode",
@@ -64,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    index = pd.read_parquet(args.index)
+    index = read_parquet(args.index)
     splits = make_splits(index, args.mode, args.test_fraction, args.val_fraction, args.seed)
     report = audit(splits, args.mode, args.near_duplicate_max_distance)
     report["parameters"] = {

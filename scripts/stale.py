@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--workdir", type=Path, default=Path.cwd(),
                    help="folder Snakemake runs in (holds .snakemake/)")
     args = p.parse_args(argv)

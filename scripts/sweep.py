@@ -25,7 +25,7 @@ log = logging.getLogger("sweep")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     p.add_argument("--augment-dir", required=True, type=Path,
                    help="training store of one split and preprocessing "
                         "(augment/<split>/<size>px/<augmentation>: train_balanced.parquet, "

@@ -22,6 +22,7 @@ from leukopipe.train.models import STRATEGIES
 from leukopipe.train.weights import check_against_record, recorded_weights
 from leukopipe.workflow import cli
 from leukopipe.workflow.interrupt import exit_with_parent
+from leukopipe.workflow.readers import read_json
 
 log = logging.getLogger("train")
 
@@ -56,7 +57,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = cli.parser(__doc__.splitlines()[0])
+    p = cli.parser(__doc__)
     _add_config_flags(p)
     p.add_argument("--train-manifest", required=True, type=Path,
                    help="training manifest (parquet; label 0 = Hem, 1 = ALL)")
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = {}
     if args.extra_meta_json is not None:
         try:
-            extra = json.loads(args.extra_meta_json.read_text(encoding="utf-8"))
+            extra = read_json(args.extra_meta_json)
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"

@@ -240,3 +240,34 @@ def test_materialise_rejects_bad_input(plan: pd.DataFrame, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="workers"):
         materialise(plan, SIZE, AugmentConfig(), tmp_path / "x.npy", workers=0)
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_augment_log_shows_progress_with_rate_and_time_left(
+    train: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The augment step as its rule runs it (stderr into a log file, not a terminal) leaves
+    several progress lines with the rate and the time left, not one line at the end."""
+    import subprocess
+    import sys
+
+    raw = Path(train["path"].iloc[0]).parent
+    manifest = tmp_path / "train.parquet"
+    train.assign(path=[Path(p).name for p in train["path"]]).to_parquet(manifest)
+    log = tmp_path / "augment.log"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "augment.py"
+    with log.open("w") as err:
+        proc = subprocess.run(
+            [sys.executable, str(script), "--train-manifest", str(manifest),
+             "--raw-dir", str(raw), "--image-size", str(SIZE), "--target-per-class",
+             str(TARGET), "--seed", "3", "--transforms-json", json.dumps(AugmentConfig().to_dict()),
+             "--manifest-out", str(tmp_path / "m.parquet"),
+             "--pixels-out", str(tmp_path / "p.npy")],
+            stderr=err, stdin=subprocess.DEVNULL, check=False,
+        )
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    lines = [ln for ln in text.splitlines() if "img/s" in ln or "s/img" in ln]
+    assert len(lines) > 1, text
+    assert any("left" in ln for ln in lines), text
+    assert f"{2 * TARGET}/{2 * TARGET} img (100 %)" in lines[-1], text
+    assert "\r" not in text  # log lines, not a redrawn terminal bar

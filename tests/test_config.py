@@ -219,3 +219,25 @@ def test_two_groups_or_ensembles_of_one_name_are_refused(base):
     twice["ensembles"] = [{"name": "e", "groups": ["study_a"]}] * 2
     with pytest.raises(ConfigError, match=re.escape('ensembles[1].name = "e" is not allowed')):
         validate(twice, check_backbones=False)
+
+
+def test_config_values_in_yaml_flow_syntax_are_read_as_yaml_types():
+    """`--config train='{epochs: 3, flips: false}'` means the number 3 and the boolean false,
+    as in a config file (Snakemake's own parser leaves nested values strings)."""
+    proc = subprocess.run(
+        # one small target: the whole DAG would take a minute on a loaded machine
+        [sys.executable, "-m", "snakemake", "results/yes/data/raw.json", "-n", "--quiet", "rules",
+         "--config", "train={epochs: 3, flips: false, layer_decay: null}", "run=yes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # a bad nested value is still refused, now with its YAML type
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--config", "train={epochs: 0}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "config error: train.epochs = 0 is not allowed" in proc.stderr, proc.stderr

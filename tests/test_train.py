@@ -154,13 +154,19 @@ def test_history_splits_each_epochs_time(tmp_path, tiny):
 # ------------------------------------------------------------------------- early stop & learn
 
 
-def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, tiny):
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, tiny, caplog):
     # lr 0 and a frozen backbone: validation metrics can never improve after epoch 1
+    caplog.set_level("INFO", logger="leukopipe")
     summary, out = _train(tmp_path, tiny, "run", strategy="frozen", lr=0.0, epochs=10, patience=2)
     history = pd.read_parquet(out / "history.parquet")
     assert list(history["epoch"]) == [1, 2, 3]
     assert summary["stopped_early"] and summary["best_epoch"] == 1
     assert list(history["improved"]) == [True, False, False]
+    # every epoch's line is followed by how long the rest can take and when it would end
+    finish = [r.getMessage() for r in caplog.records if "estimated finish" in r.getMessage()]
+    assert [m.split(" more")[0] for m in finish] == [
+        "at most 9", "at most 8", "at most 7"
+    ], finish
 
 
 def test_model_learns_an_easy_task(tmp_path, small):

@@ -23,6 +23,7 @@ from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.data.imageio import load_rgb
 from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.interrupt import stop_on_signals
+from leukopipe.workflow.progress import Progress
 from leukopipe.workflow.workers import run_pool
 
 if TYPE_CHECKING:
@@ -244,18 +245,17 @@ def _fill_store(
     tasks = _make_tasks(_source_paths(df, raw_dir), [str(h) for h in df["sha256"]], seeds)
     chunks = _chunk(tasks, workers)
     cfg_dict = cfg.to_dict() if cfg is not None else None
-    from tqdm import tqdm
-
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr)
+    # log lines, not a terminal bar: the rule's log is where users look
+    bar = Progress(n, f"{desc} {Path(store_path).name}") if progress else None
 
     def record(done: list[tuple[int, str]]) -> None:
         for row, pj in done:
             params_json[row] = pj
-        bar.update(len(done))
+        if bar is not None:
+            bar.update(len(done))
 
     with stop_on_signals() as stop, create_store(store_path, n, size) as store:
         if n == 0:
-            bar.close()
             return params_json
         store_file = str(store.filename)
         if workers == 1:
@@ -278,7 +278,8 @@ def _fill_store(
                 initargs=(store_file, size, cfg_dict), stop=stop,
                 writes_to=Path(store_path).parent,
             )
-        bar.close()
+        if bar is not None:
+            bar.close()
     return params_json
 
 

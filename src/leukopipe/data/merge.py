@@ -25,6 +25,7 @@ from leukopipe.data.debris import find_debris, is_debris
 from leukopipe.data.imageio import image_problem
 from leukopipe.data.near_duplicates import perceptual_hash
 from leukopipe.data.raw_layout import RawDataError, RawLayout
+from leukopipe.workflow.progress import Progress
 from leukopipe.workflow.workers import run_pool
 
 INDEX_COLUMNS = [
@@ -190,17 +191,22 @@ def inspect_all(paths: list[Path], workers: int) -> list[Inspection]:
 
     A worker that dies (out of memory, killed) raises WorkerDiedError instead of hanging.
     """
+    bar = Progress(len(paths), "merge: decoding and hashing")
     if workers <= 1 or len(paths) < 16:
-        return _inspect_chunk(paths)
+        out = [inspect_image(p) for p in bar.wrap(paths)]
+        bar.close()
+        return out
     chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)]
     results: list[list[Inspection]] = [[] for _ in chunks]
 
     def keep(i: int, result: list[Inspection]) -> None:
         results[i] = result
+        bar.update(len(result))
 
     run_pool(
         _inspect_chunk, chunks, workers, keep, what="decoding the raw images", context="forkserver"
     )
+    bar.close()
     return [r for chunk in results for r in chunk]
 
 

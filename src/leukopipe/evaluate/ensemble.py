@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.errors import InvalidInputError
+from leukopipe.workflow.readers import read_parquet
 
 KEYS = ["image_id", "subject", "label"]
 
@@ -43,4 +44,4 @@ def soft_vote(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def load_member_predictions(folders: list[Path], name: str) -> list[pd.DataFrame]:
     """Each member folder's ``name`` parquet (predictions.parquet or val_predictions.parquet)."""
-    return [pd.read_parquet(Path(f) / name) for f in folders]
+    return [read_parquet(Path(f) / name) for f in folders]

@@ -16,6 +16,7 @@ import torch
 from leukopipe.errors import InvalidInputError
 from leukopipe.train.checkpoint_saver import load_checkpoint
 from leukopipe.train.device import pick_device
+from leukopipe.workflow.progress import Progress
 
 
 @dataclass
@@ -70,7 +71,10 @@ def predict_store(clf: Classifier, pixels: np.ndarray, batch_size: int = 256) ->
             f" ({clf.image_size}x{clf.image_size} RGB)"
         )
     out = np.empty(len(pixels), dtype=np.float64)
+    bar = Progress(len(pixels), "inference")
     for start in range(0, len(pixels), batch_size):
         stop = min(start + batch_size, len(pixels))
         out[start:stop] = predict_batch(clf, pixels[start:stop])
+        bar.update(stop - start)
+    bar.close()
     return out

@@ -9,15 +9,14 @@ referral and subject-level calls keep each fold's own validation-chosen threshol
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.eval_record import pooled_record
+from leukopipe.workflow.readers import read_json, read_parquet
 from leukopipe.workflow.split_modes import family, parse_split_id, pooled_name
 
 
@@ -32,8 +31,8 @@ def load_parts(
         )
     parts = []
     for pred_path, rec_path in zip(predictions, records, strict=True):
-        rec = json.loads(Path(rec_path).read_text(encoding="utf-8"))
-        parts.append((pd.read_parquet(pred_path), rec))
+        rec = read_json(rec_path)
+        parts.append((read_parquet(pred_path), rec))
     splits = [str(rec["experiment"]["split"]) for _, rec in parts]
     folds = [parse_split_id(s) for s in splits]
     if None in folds or len({family(s) for s in splits}) != 1:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +19,7 @@ from leukopipe.data.imageio import (
 from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
 from leukopipe.workflow.hashing import sha256_file
+from leukopipe.workflow.readers import read_json
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -90,7 +90,7 @@ def referral_threshold(
         return None
     path = Path(metrics_json)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_json(path)
         threshold = float(record["referral"]["threshold"])
     except FileNotFoundError as exc:
         raise MissingInputError(f"{path}: no such metrics.json") from exc

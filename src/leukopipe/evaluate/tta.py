@@ -11,6 +11,7 @@ import numpy as np
 
 from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import Classifier, predict_batch
+from leukopipe.workflow.progress import Progress
 
 # (number of 90-degree rotations, horizontal flip first?)
 DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
@@ -37,10 +38,13 @@ def predict_store_tta(
     mean = np.empty(len(pixels), dtype=np.float64)
     plain = np.empty(len(pixels), dtype=np.float64)
     per_batch = max(1, batch_size // len(DIHEDRAL))
+    bar = Progress(len(pixels), "test-time augmentation (8 views each)")
     for start in range(0, len(pixels), per_batch):
         chunk = np.asarray(pixels[start : start + per_batch])
         views = dihedral_views(chunk)
         probs = predict_batch(clf, np.concatenate(views)).reshape(len(DIHEDRAL), len(chunk))
         mean[start : start + len(chunk)] = probs.mean(axis=0)
         plain[start : start + len(chunk)] = probs[0]
+        bar.update(len(chunk))
+    bar.close()
     return mean, plain

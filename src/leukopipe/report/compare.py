@@ -13,7 +13,6 @@ which the pool_folds step scored from the folds' stored predictions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
 from leukopipe.report.protocol import group_protocol
 from leukopipe.train.weight_files import split_tag
+from leukopipe.workflow.readers import read_json
 from leukopipe.workflow.split_modes import family, parse_split_id
 
 # column -> (metrics.json key, header); percentages as in Study A's Table 2
@@ -59,7 +59,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """The metrics.json files, each with its path recorded."""
     records = []
     for p in paths:
-        rec = json.loads(Path(p).read_text(encoding="utf-8"))
+        rec = read_json(p)
         rec["_path"] = str(p)
         records.append(rec)
     if not records:

@@ -8,7 +8,6 @@ are the split step's, never recomputed here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.readers import read_json
 from leukopipe.workflow.split_modes import SPLIT_MODES, family, mode_name, parse_split_id
 
 # rows.parquet columns taken from the audits (summed over the folds of a pooled row)
@@ -40,7 +40,7 @@ def load_audits(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     """The split audits, keyed by split id (``image``, ``official``, ``cv5-f0``, ...)."""
     audits = {}
     for p in paths:
-        audit = json.loads(Path(p).read_text(encoding="utf-8"))
+        audit = read_json(p)
         audits[str(audit["mode"])] = audit
     return audits
 

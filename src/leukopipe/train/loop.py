@@ -30,7 +30,6 @@ import logging
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -68,7 +67,9 @@ from leukopipe.train.models import (
 )
 from leukopipe.train.weights import load_pretrained
 from leukopipe.workflow.interrupt import StepInterrupted, StopFlag, stop_on_signals
+from leukopipe.workflow.progress import Progress, duration
 from leukopipe.workflow.provenance import code_version, provenance
+from leukopipe.workflow.readers import read_parquet
 from leukopipe.workflow.schema import defaults
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def prepare_model(
 
 
 def _read_split(manifest: Path, pixels: Path) -> tuple[pd.DataFrame, BatchDataset]:
-    frame = pd.read_parquet(manifest)
+    frame = read_parquet(manifest)
     if "label" not in frame.columns:
         raise InvalidInputError(f"manifest {manifest} has no 'label' column; rerun the split step")
     bad = sorted(set(frame["label"].dropna().unique()) - {0, 1})
@@ -288,11 +289,8 @@ def predict_logits(
 
 
 def _progress(iterable: Any, total: int, desc: str) -> Any:
-    if not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # a log line each minute inside a long epoch (the epoch's own line follows it)
+    return Progress(total, desc, unit="batch", every_s=60.0, step=1.0, ends=False).wrap(iterable)
 
 
 class _WaitClock:
@@ -461,6 +459,7 @@ def train(
                         signal.Signals(signum).name, saver.epochs_done, saver.state_path)
             return TrainingInterrupted(signum, saver.epochs_done)
 
+        epoch_seconds: list[float] = []
         while not saver.finished:
             epoch = saver.epochs_done  # 0-based index of the epoch about to run
             train_sampler.set_epoch(epoch)
@@ -475,7 +474,8 @@ def train(
                 "loader_wait_seconds": fit["loader_wait_seconds"],
             })
             saver.save_state(model, setup.optimizer, setup.scaler, _rng_state())
-            _log_epoch(row, cfg.epochs, improved, saver.epochs_without_improvement)
+            epoch_seconds.append(row["seconds"])
+            _log_epoch(row, cfg.epochs, improved, saver.epochs_without_improvement, epoch_seconds)
             if saver.stopped_early:
                 log.info("early stopping: no better val macro-F1 for %d epochs", cfg.patience)
             if stop.signum is not None and not saver.finished:
@@ -565,7 +565,9 @@ def _history_row(
     }
 
 
-def _log_epoch(row: dict[str, Any], epochs: int, improved: bool, stale_epochs: int) -> None:
+def _log_epoch(
+    row: dict[str, Any], epochs: int, improved: bool, stale_epochs: int, epoch_seconds: list[float]
+) -> None:
     log.info(
         "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f "
         "AUC %.4f | %.0f img/s, %.1fs%s",
@@ -573,6 +575,13 @@ def _log_epoch(row: dict[str, Any], epochs: int, improved: bool, stale_epochs: i
         row["val_accuracy"], row["val_macro_f1"], row["val_auc"], row["images_per_s"],
         row["seconds"], "  *best*" if improved else f"  (no improvement for {stale_epochs})",
     )
+    left = epochs - int(row["epoch"])
+    if left > 0 and epoch_seconds:
+        # the epochs this process ran (a resumed job has no clock for the earlier ones)
+        seconds = left * sum(epoch_seconds) / len(epoch_seconds)
+        finish = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + seconds))
+        log.info("at most %d more epoch(s), about %s: estimated finish %s "
+                 "(early stopping may end it sooner)", left, duration(seconds), finish)
 
 
 def _checkpoint_meta(

@@ -18,10 +18,20 @@ from leukopipe.workflow.os_errors import describe
 USER_ERRORS: tuple[type[BaseException], ...] = (UserError,)
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """An ArgumentParser that shows defaults in --help."""
+class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" only to help texts that do not state their default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "default" in text.lower() else super()._get_help_string(action)
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An ArgumentParser that shows each default once in --help; its description is the first
+    paragraph of ``doc`` (a script's docstring), whole sentences, not its first line."""
+    first = (doc or "").strip().split("\n\n")[0]
     return argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=" ".join(first.split()), formatter_class=_DefaultsOnce
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
+import yaml
 
 from leukopipe.errors import UserError
 from leukopipe.workflow.backbone_names import (
@@ -120,6 +121,40 @@ def _check_retired(config: dict[str, Any]) -> None:
             raise ConfigError(f"config error: {'.'.join(path)} is no longer a setting; {where}")
     if "merge" in config and config["merge"] in ({}, None):
         del config["merge"]  # an empty leftover section of an older config
+
+
+def typed_overrides(
+    config: dict[str, Any], overrides: dict[str, Any], nested: bool = False
+) -> dict[str, Any]:
+    """Read ``--config`` values written in YAML flow syntax as YAML types, in place.
+
+    Snakemake parses ``--config train='{epochs: 3}'`` with YAML's base loader, which keeps
+    every nested scalar a string (``"3"``); a plain ``--config run=demo`` is already typed.
+    Each string that came from the command line and still stands in ``config`` is read again
+    as YAML (``3`` -> int, ``true`` -> bool, ``null`` -> None); other strings stay strings.
+    A top-level ``key=value`` is left as Snakemake typed it (``run=yes`` stays a name).
+    """
+    for key, value in overrides.items():
+        if key not in config:
+            continue
+        if isinstance(value, dict) and isinstance(config[key], dict):
+            typed_overrides(config[key], value, nested=True)
+        elif isinstance(value, list) and config[key] == value:
+            config[key] = [_yaml_scalar(v) for v in value]
+        elif nested and isinstance(value, str) and config[key] == value:
+            config[key] = _yaml_scalar(value)
+    return config
+
+
+def _yaml_scalar(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    # only scalars: a string that reads as a mapping was one on purpose elsewhere
+    return parsed if parsed is None or isinstance(parsed, (bool, int, float, str)) else value
 
 
 def validate(config: dict[str, Any], *, check_backbones: bool = True) -> dict[str, Any]:
