@@ -17,6 +17,7 @@ import jsonschema.exceptions
 
 from leukopipe.errors import UserError
 from leukopipe.workflow.backbone_names import timm_models
+from leukopipe.workflow.dinobloom_names import VARIANTS as DINOBLOOM_VARIANTS
 from leukopipe.workflow.preprocessing import (
     Preprocessing,
     PreprocessingError,
@@ -211,7 +212,8 @@ def _check_ensembles(config: dict[str, Any]) -> None:
 
 
 def _check_backbones(config: dict[str, Any]) -> None:
-    known = timm_models()
+    # DinoBloom variants build timm's DINOv2 ViTs (fixed input size: a patch grid)
+    known = timm_models() | dict.fromkeys(DINOBLOOM_VARIANTS, True)
     for gi, group in enumerate(config["experiments"]):
         for bi, name in enumerate(group["backbones"]):
             if name not in known:

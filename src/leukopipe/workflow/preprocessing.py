@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from leukopipe.errors import UserError
+from leukopipe.workflow.dinobloom_names import TRAINED_SIZE, is_dinobloom
 from leukopipe.workflow.schema import defaults
 
 NO_AUGMENTATION = "none"  # a group's ``augment``: the resized originals, no class balancing
@@ -129,6 +130,8 @@ def _where(index: int, group: dict[str, Any], key: str) -> str:
 
 def pretrained_input_size(backbone: str) -> int | None:
     """Side of the square input of ``backbone``'s pretrained config (timm, offline)."""
+    if is_dinobloom(backbone):
+        return TRAINED_SIZE  # its DINOv2 architecture's config says 518
     import timm  # deferred: only a group that asks for the pretrained size needs it
 
     cfg = timm.models.get_pretrained_cfg(backbone)
