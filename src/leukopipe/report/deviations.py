@@ -8,6 +8,12 @@ from __future__ import annotations
 import pandas as pd
 
 from leukopipe.report.published import load_published
+from leukopipe.workflow.dinobloom_names import (
+    TRAINED_SIZE,
+    ZENODO_RECORD,
+    architecture,
+    is_dinobloom,
+)
 
 
 def _image_split(rows: pd.DataFrame) -> list[str]:
@@ -70,6 +76,15 @@ def _pretrained(rows: pd.DataFrame) -> list[str]:
     for backbone, pretrained in uses.items():
         if not pretrained:
             parts.append(f"{backbone}: random initialisation (no weights file)")
+            continue
+        if is_dinobloom(str(backbone)):
+            parts.append(
+                f"{backbone}: DinoBloom's Zenodo checkpoint (record {ZENODO_RECORD}) converted"
+                f" into timm's {architecture(str(backbone))}, pretrained at {TRAINED_SIZE} px on"
+                " white-blood-cell images without labels, normalised with ImageNet's mean and"
+                " std as DinoBloom's own evaluation code does; C-NMC 2019 is not among the"
+                " datasets its authors' repository lists, so its test cells were not seen"
+            )
             continue
         tag = pretrained_tag(str(backbone))
         parts.append(
