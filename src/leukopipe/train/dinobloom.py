@@ -71,15 +71,24 @@ def backbone_state(checkpoint: Any, source: str) -> tuple[dict[str, torch.Tensor
 
 
 def convert(
-    checkpoint: Any, backbone: str, source: str = "checkpoint"
+    checkpoint: Any,
+    backbone: str,
+    source: str = "checkpoint",
+    architecture_kwargs: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """timm's DINOv2 ViT of ``backbone``'s size (224 px, no classifier) holding the checkpoint's
-    teacher backbone; every tensor of the model must come from the checkpoint."""
+    teacher backbone; every tensor of the model must come from the checkpoint.
+
+    ``architecture_kwargs`` overrides the architecture's config (``depth``, ``embed_dim``,
+    ``num_heads``): the same conversion for a reduced model of the family, which the tests use
+    to check it in seconds instead of building a full ViT.
+    """
     v = variant(backbone)
+    state, dropped = backbone_state(checkpoint, source)  # a wrong layout fails before the build
     model = timm.create_model(
-        v.architecture, pretrained=False, num_classes=0, img_size=TRAINED_SIZE
+        v.architecture, pretrained=False, num_classes=0, img_size=TRAINED_SIZE,
+        **(architecture_kwargs or {}),
     )
-    state, dropped = backbone_state(checkpoint, source)
     original = set(state)
     fitted = checkpoint_filter_fn(dict(state), model)
     own = model.state_dict()
@@ -99,6 +108,8 @@ def convert(
         "dropped_head_keys": len(dropped),
         "dropped_head_prefixes": sorted({k.split(".", 1)[0] for k in dropped}),
         "dropped_or_renamed_backbone_keys": renamed,
+        # a reduced model says so in the weights record (never set by fetch_weights)
+        **({"architecture_kwargs": architecture_kwargs} if architecture_kwargs else {}),
         "tensors": len(fitted),
         "pos_embed_tokens": int(fitted["pos_embed"].shape[1]),
     }
@@ -108,11 +119,13 @@ def fetch(
     backbone: str,
     raw_dir: str | os.PathLike[str],
     sha256: str | bool | None = True,
+    architecture_kwargs: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Download ``backbone``'s ``DinoBloom-*.pth`` into ``raw_dir`` (resumable; skipped when
     present), check it, and convert it. ``sha256``: True checks the published digest where one
     is known (else the file's own digest is recorded), a string checks that digest, None
-    checks nothing. Returns the model and what the weights record says about its origin."""
+    checks nothing. ``architecture_kwargs``: see :func:`convert`. Returns the model and what
+    the weights record says about its origin."""
     v = variant(backbone)
     expected = v.sha256 if sha256 is True else (sha256 or None)
     path = Path(raw_dir) / v.file
@@ -130,7 +143,7 @@ def fetch(
         raise DinoBloomError(
             f"cannot read {path} ({type(exc).__name__}: {exc}); delete it and fetch it again"
         ) from exc
-    model, report = convert(checkpoint, backbone, source=str(path))
+    model, report = convert(checkpoint, backbone, str(path), architecture_kwargs)
     log.info("converted %s (sha256 %s) into %s", path, actual[:12], v.architecture)
     return model, {
         "source": f"DinoBloom, Zenodo record {v.url.split('/files/')[0]}",
