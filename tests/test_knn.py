@@ -48,6 +48,9 @@ def test_probe_on_a_frozen_backbones_features():
     feats = [store_features(clf, pixels, batch_size=16) for _, pixels in parts]
     assert feats[0].shape == (40, 512)
     np.testing.assert_allclose(np.linalg.norm(feats[0], axis=1), 1.0, rtol=1e-5)
+    # a manifest's store rows, in its order (how the probe reads a store)
+    picked = store_features(clf, parts[0][1], batch_size=16, rows=np.array([5, 0, 5]))
+    np.testing.assert_allclose(picked, feats[0][[5, 0, 5]], rtol=1e-5, atol=1e-6)
     k, scores = choose_k(feats[0], parts[0][0]["label"].to_numpy(), feats[1],
                          parts[1][0]["label"].to_numpy(), ks=(1, 3, 5, 100))
     assert set(scores) == {1, 3, 5}  # 100 neighbours do not fit a bank of 40

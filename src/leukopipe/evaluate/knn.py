@@ -9,33 +9,48 @@ neighbours' vote weighted by exp(cosine / 0.07), the weighting of DINO's k-NN ev
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from leukopipe.augment.pixel_store import open_store
+from leukopipe.data.cnmc_names import CLASS_NAMES
 from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate import metrics
 from leukopipe.evaluate.eval_record import build_record
 from leukopipe.evaluate.inference import Classifier
+from leukopipe.train.device import pick_device
+from leukopipe.train.models import build_model, normalisation
+from leukopipe.train.weights import check_against_record, load_pretrained
+from leukopipe.workflow import atomic
+from leukopipe.workflow.provenance import provenance
 
 KS: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100, 200)
 TEMPERATURE = 0.07
 
 
 @torch.inference_mode()
-def store_features(clf: Classifier, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """L2-normalised pre-logit features (what the head sees) for every row of a uint8 store."""
+def store_features(
+    clf: Classifier, pixels: np.ndarray, batch_size: int = 256, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """L2-normalised pre-logit features (what the head sees) for the ``rows`` of a uint8 store
+    (all of them by default), in that order."""
     if clf.meta.get("strategy") not in (None, "frozen"):
         raise InvalidInputError(
             f"k-NN probe needs a frozen backbone; this checkpoint was trained"
             f" '{clf.meta.get('strategy')}'"
         )
+    rows = np.arange(len(pixels)) if rows is None else np.asarray(rows)
     out = []
-    for start in range(0, len(pixels), batch_size):
-        x = torch.from_numpy(np.array(pixels[start:start + batch_size], dtype=np.uint8))
+    for start in range(0, len(rows), batch_size):
+        # batch by batch from the memory map: a training store need not fit in memory
+        batch = np.stack([pixels[i] for i in rows[start:start + batch_size]])
+        x = torch.from_numpy(batch.astype(np.uint8, copy=False))
         x = x.to(clf.device).permute(0, 3, 1, 2).float().sub_(clf.mean).div_(clf.std)
         feats = clf.model.forward_head(clf.model.forward_features(x), pre_logits=True)
         out.append(torch.nn.functional.normalize(feats.float(), dim=1).cpu().numpy())
@@ -111,3 +126,96 @@ def knn_probe(
         "bank_images": len(train[1]),
     }
     return pred, val_pred, record
+
+
+def pretrained_classifier(
+    backbone: str,
+    image_size: int,
+    weights: str | os.PathLike[str] | None,
+    *,
+    seed: int = 0,
+    device: str | None = None,
+) -> Classifier:
+    """The backbone as a frozen experiment starts from: the pretrained weights file (or, without
+    one, the random initialisation training draws from ``seed``), normalised as pretrained, in
+    eval mode. No training: the probe reads the pretrained features themselves."""
+    torch.manual_seed(seed)
+    model = build_model(backbone, num_classes=len(CLASS_NAMES), image_size=image_size)
+    if weights is not None:
+        load_pretrained(model, weights, backbone)
+    dev = pick_device(device)
+    model.to(dev).eval()
+    mean, std = normalisation(backbone)
+    shape = (1, 3, 1, 1)
+    meta = {"backbone": backbone, "strategy": "frozen", "image_size": image_size}
+    return Classifier(
+        model, meta, dev,
+        torch.tensor(mean, dtype=torch.float32, device=dev).view(shape) * 255.0,
+        torch.tensor(std, dtype=torch.float32, device=dev).view(shape) * 255.0,
+    )
+
+
+def _part(
+    clf: Classifier, manifest: Path, pixels: Path, batch_size: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(manifest, its rows' features in manifest order) of one store."""
+    frame = pd.read_parquet(manifest)
+    if "label" not in frame.columns or not frame["label"].isin([0, 1]).all() or frame.empty:
+        raise InvalidInputError(
+            f"manifest {manifest}: needs rows with labels 0 (Hem) or 1 (ALL); rerun the split step"
+        )
+    rows = frame["store_row"].to_numpy() if "store_row" in frame.columns else None
+    return frame, store_features(clf, open_store(pixels), batch_size, rows)
+
+
+def run_probe(
+    *,
+    experiment: dict[str, Any],
+    image_size: int,
+    weights: Path | None,
+    weights_record: Path | None,
+    stores: dict[str, tuple[Path, Path]],
+    out: dict[str, Path],
+    threshold: float,
+    n_boot: int,
+    referral_target: float,
+    referral_criterion: str,
+    batch_size: int = 256,
+    device: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The k-NN probe of one frozen experiment's pretrained backbone, written atomically.
+
+    ``stores`` maps train/val/test to (manifest, pixel store): the experiment's own training
+    store is the neighbour bank, so the probe and the linear probe see the same cells.
+    ``out`` maps predictions/val_predictions/metrics to their files. The record is the one
+    every other row has (``build_record``), named ``<experiment>.knn`` with variant ``knn``.
+    """
+    if weights is not None and weights_record is not None:
+        check_against_record(weights, weights_record)
+    backbone = str(experiment["backbone"])
+    clf = pretrained_classifier(
+        backbone, image_size, weights, seed=int(experiment.get("seed", 0)), device=device
+    )
+    parts = {name: _part(clf, m, p, batch_size) for name, (m, p) in stores.items()}
+    pred, val_pred, record = knn_probe(
+        parts["train"], parts["val"], parts["test"], threshold=threshold, n_boot=n_boot,
+        seed=seed, referral_target=referral_target, referral_criterion=referral_criterion,
+    )
+    record["experiment"] = {
+        **experiment, "name": f"{experiment['name']}.knn", "variant": "knn",
+    }
+    record["training"] = {
+        "backbone": backbone,
+        "strategy": "frozen",
+        "image_size": image_size,
+        "train_config": {"pretrained_weights": str(weights) if weights else None},
+    }
+    record["files"] = {
+        "predictions": out["predictions"].name, "val_predictions": out["val_predictions"].name,
+    }
+    record["provenance"] = provenance()
+    atomic.write_parquet(out["predictions"], pred)
+    atomic.write_parquet(out["val_predictions"], val_pred)
+    atomic.write_json(out["metrics"], record)
+    return record

@@ -82,8 +82,10 @@ def _pretrained(rows: pd.DataFrame) -> list[str]:
                 f"{backbone}: DinoBloom's Zenodo checkpoint (record {ZENODO_RECORD}) converted"
                 f" into timm's {architecture(str(backbone))}, pretrained at {TRAINED_SIZE} px on"
                 " white-blood-cell images without labels, normalised with ImageNet's mean and"
-                " std as DinoBloom's own evaluation code does; C-NMC 2019 is not among the"
-                " datasets its authors' repository lists, so its test cells were not seen"
+                " std as DinoBloom's own evaluation code does; its paper names 13 public"
+                " peripheral-blood and bone-marrow datasets, and C-NMC 2019 is not among those"
+                " its authors' repository lists (the paper's own table not yet checked), so its"
+                " test cells were not seen"
             )
             continue
         tag = pretrained_tag(str(backbone))
