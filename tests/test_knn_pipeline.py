@@ -8,9 +8,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline_workspace import TINY_CONFIG, make_workspace, planned_jobs, snakemake, write_config
+import yaml
+from pipeline_workspace import (
+    ROOT,
+    TINY_CONFIG,
+    make_workspace,
+    planned_jobs,
+    snakemake,
+    write_config,
+)
 
-pytestmark = pytest.mark.slow
+from leukopipe.workflow.config import expand_experiments, validate
+from leukopipe.workflow.rules import knn_experiments
+
+# a real run: three tiny trainings and their probes (minutes on 2 busy cores)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 RUN = "results/tiny"
 KNN_CONFIG = {
     **TINY_CONFIG,
@@ -19,7 +31,7 @@ KNN_CONFIG = {
     "evaluate": {"bootstrap": 20, "batch_size": 64, "tta": False, "knn": True},
     "experiments": [
         TINY_CONFIG["experiments"][1],  # official, resnet18 frozen
-        {"name": "c", "split": "cv", "backbones": ["resnet18"], "strategies": ["frozen", "full"],
+        {"name": "c", "split": "cv", "backbones": ["resnet18"], "strategies": ["frozen"],
          "seeds": [0], "augment": "none"},
     ],
 }
@@ -36,7 +48,6 @@ def done(tmp_path_factory) -> Path:
 def test_every_frozen_experiment_gets_a_probe_and_the_tables_show_it(done):
     run = done / RUN
     probes = sorted(p.name for p in (run / "eval").glob("*.knn"))
-    # frozen only: the full cross-validated runs get none
     assert probes == [
         "cv2-f0.resnet18.frozen.32px-none.s0.knn",
         "cv2-f1.resnet18.frozen.32px-none.s0.knn",
@@ -72,7 +83,10 @@ def test_every_frozen_experiment_gets_a_probe_and_the_tables_show_it(done):
     rows = pd.read_parquet(run / "tables/rows.parquet")
     knn = rows[rows["variant"] == "knn"]
     assert len(knn) == 4  # official, two folds, their pool
-    assert set(rows.loc[rows["variant"] == "single", "strategy"]) == {"frozen", "full"}
+    assert set(rows.loc[rows["variant"] == "single", "experiment"]) == {
+        "official.resnet18.frozen.s0", "cv2-f0.resnet18.frozen.32px-none.s0",
+        "cv2-f1.resnet18.frozen.32px-none.s0", "cv2.resnet18.frozen.32px-none.s0.pooled",
+    }
 
 
 def test_the_switch_turns_the_probe_off(done):
@@ -83,3 +97,12 @@ def test_the_switch_turns_the_probe_off(done):
         write_config(done, KNN_CONFIG)
     assert "knn_probe" not in jobs and "pool_folds" not in jobs
     assert planned_jobs(done) == {}  # and back on: the stored probes are current
+
+
+def test_only_frozen_experiments_are_probed():
+    cfg = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    experiments = expand_experiments(cfg)
+    probed = knn_experiments(cfg)
+    assert probed and all(experiments[n].strategy == "frozen" for n in probed)
+    assert len(probed) == sum(e.strategy == "frozen" for e in experiments.values())
+    assert knn_experiments({**cfg, "evaluate": {**cfg["evaluate"], "knn": False}}) == []
