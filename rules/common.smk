@@ -27,6 +27,7 @@ from leukopipe.workflow.rules import (
     final_targets,
     gradcam_grids,
     gradcam_options,
+    knn_experiments,
     one_line_errors,
     option,
     output_flags,
@@ -44,6 +45,8 @@ EXPERIMENTS = expand_experiments(config)
 PREPROCESSINGS = preprocessings(config)
 ENSEMBLES = expand_ensembles(config)
 POOLED = expand_pooled(config)
+# frozen experiments whose pretrained backbone gets a k-NN probe (eval/<name>.knn/)
+KNN_EXPERIMENTS = knn_experiments(config)
 # file hashes of the raw copy, keyed by size and mtime (never written under the raw folder)
 RAW_HASH_CACHE = Path(RESULTS) / "data" / CACHE_NAME
 
@@ -241,6 +244,21 @@ def get_flips_flag(wildcards):
 
 
 def get_experiment_json(wildcards):
+    return as_json(experiment_record(config, wildcards.exp))
+
+
+def get_image_size(wildcards):
+    """Side of the images in the experiment's stores (its group's preprocessing)."""
+    return EXPERIMENTS[wildcards.exp].preprocessing.image_size
+
+
+def get_knn_experiment(wildcards):
+    """The frozen experiment a k-NN probe reads its backbone, stores and seed from; only
+    those the config probes (evaluate.knn on, strategy frozen)."""
+    if wildcards.exp not in KNN_EXPERIMENTS:
+        raise ValueError(
+            f"no k-NN probe for {wildcards.exp}: not a frozen experiment, or evaluate.knn is off"
+        )
     return as_json(experiment_record(config, wildcards.exp))
 
 

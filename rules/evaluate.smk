@@ -1,5 +1,5 @@
-# Test-set evaluation per experiment (optionally with TTA and Grad-CAM grids), and soft-voting
-# ensembles from stored predictions.
+# Test-set evaluation per experiment (optionally with TTA and Grad-CAM grids), the k-NN probe of
+# each frozen experiment's pretrained backbone, and soft-voting ensembles from stored predictions.
 
 
 rule evaluate:
@@ -57,6 +57,62 @@ rule evaluate:
         " --history-out {output.history}"
         " {params.optional_outputs}"
         " {params.gradcam}"
+        " 2> {log}"
+
+
+rule knn_probe:
+    input:
+        weights=get_weights_record,
+        train=get_train_manifest,
+        train_pixels=get_train_pixels,
+        test=get_test_manifest,
+        test_pixels=get_test_pixels,
+        val=get_val_manifest,
+        val_pixels=get_val_pixels,
+    output:
+        predictions=f"{RESULTS}/eval/{{exp}}.knn/predictions.parquet",
+        val_predictions=f"{RESULTS}/eval/{{exp}}.knn/val_predictions.parquet",
+        metrics=f"{RESULTS}/eval/{{exp}}.knn/metrics.json",
+    log:
+        f"{RESULTS}/logs/knn_probe/{{exp}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/knn_probe/{{exp}}.tsv"
+    wildcard_constraints:
+        exp=r"[^/]+\.s\d+",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    params:
+        threshold=config["evaluate"]["threshold"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        target=config["evaluate"]["referral_target"],
+        criterion=config["evaluate"]["referral_criterion"],
+        experiment=get_knn_experiment,
+        image_size=get_image_size,
+        pretrained=get_pretrained_flag,
+        runtime=get_evaluate_runtime_flags,
+        code=get_code("knn_probe"),
+    shell:
+        "python scripts/knn_probe.py"
+        " --experiment-json '{params.experiment}'"
+        " --image-size {params.image_size}"
+        " {params.pretrained}"
+        " --train-manifest {input.train}"
+        " --train-pixels {input.train_pixels}"
+        " --val-manifest {input.val}"
+        " --val-pixels {input.val_pixels}"
+        " --test-manifest {input.test}"
+        " --test-pixels {input.test_pixels}"
+        " --threshold {params.threshold}"
+        " --bootstrap {params.bootstrap}"
+        " --referral-target {params.target}"
+        " --referral-criterion {params.criterion}"
+        " {params.runtime}"
+        " --predictions-out {output.predictions}"
+        " --val-predictions-out {output.val_predictions}"
+        " --metrics-out {output.metrics}"
         " 2> {log}"
 
 

@@ -56,7 +56,7 @@ TINY_CONFIG = {
         "amp": "none",
     },
     # the extras of config.yaml off: the plain two-experiment DAG (the SLURM test relies on it)
-    "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": False},
+    "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": False, "knn": False},
     "gradcam": {"per_group": 0},
     "ensembles": [],
     "experiments": [
@@ -84,7 +84,8 @@ FULL_CONFIG = {
     # starts from a weight file the workspace holds (fetch_weights only records it)
     "weights": {"pretrained": True, "dir": "resources/weights"},
     "split": {"folds": 2, "test_fraction": 0.1, "val_fraction": 0.1, "seed": 42},
-    "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": True},
+    # the k-NN probe has its own workspace (test_knn_pipeline): the rerun tests' job counts
+    "evaluate": {"bootstrap": 50, "batch_size": 64, "tta": True, "knn": False},
     "gradcam": {"per_group": 1},
     # two seeds of one model on the official split: the cheapest ensemble with a shared test set
     "ensembles": [{"name": "seeds", "groups": ["b"]}],

@@ -5,8 +5,9 @@ can regenerate every table from a copied ``results/<run>/eval/`` tree (plus the 
 that say each test set's protocol). The published tables are ``leukopipe.report.literature``,
 the assembled report tables ``leukopipe.report.tables``.
 
-Rows are single models, their test-time-augmented variants (``+tta``), soft-voting ensembles,
-and cross-validation folds (split ``cv<k>-f<i>``). Folds are summarised twice: mean ± std over
+Rows are single models, their test-time-augmented variants (``+tta``), the k-NN probes of the
+frozen experiments' pretrained backbones (``.knn``), soft-voting ensembles, and cross-validation
+folds (split ``cv<k>-f<i>``). Folds are summarised twice: mean ± std over
 folds here, and their out-of-fold pool (split ``cv<k>``, every labelled image tested once),
 which the pool_folds step scored from the folds' stored predictions.
 """
@@ -87,6 +88,7 @@ def flat_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
             "variant": exp.get("variant", "single"),
             "ensemble": exp.get("ensemble"),
             "n_members": len(exp.get("members", [])) or None,
+            "knn_k": (rec.get("knn") or {}).get("k"),
             # the architecture; a tag named in the config (resnet50.tv_in1k) is weights_tag's
             "backbone": split_tag(str(exp.get("backbone", tr.get("backbone"))))[0]
             if exp.get("backbone", tr.get("backbone")) is not None
@@ -195,11 +197,21 @@ def model_label(backbone: str, strategy: str, partial_stages: Any) -> str:
 
 
 def row_label(r: Any) -> str:
-    """Model label of a row: single model, ``... + TTA x8``, or ``ensemble <name> (...)``."""
+    """Model label of a row: single model, ``... + TTA x8``, ``<backbone> (k-NN, k=20)``, or
+    ``ensemble <name> (...)``."""
     if r.variant == "ensemble":
         n = "" if r.n_members is None or pd.isna(r.n_members) else f" of {int(r.n_members)}"
         return f"ensemble {r.ensemble} (soft vote{n})"
-    label = model_label(r.backbone, r.strategy, r.partial_stages)
+    if r.variant == "knn":
+        # each fold chooses its own k: folds and their pool share one label
+        one_k = r.knn_k is not None and not pd.isna(r.knn_k) and not r.pooled and (
+            r.fold is None or pd.isna(r.fold)
+        )
+        label = f"{r.backbone} (k-NN, k={int(r.knn_k)})" if one_k else (
+            f"{r.backbone} (k-NN, k per fold)"
+        )
+    else:
+        label = model_label(r.backbone, r.strategy, r.partial_stages)
     label = f"{label} + TTA x8" if r.variant == "tta" else label
     # what else tells two runs of one backbone apart: the weights, preprocessing, layer decay
     tag = getattr(r, "weights_tag", None)

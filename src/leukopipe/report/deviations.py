@@ -9,6 +9,12 @@ import pandas as pd
 
 from leukopipe.report.published import load_published
 from leukopipe.train.weight_files import pretraining_data
+from leukopipe.workflow.dinobloom_names import (
+    TRAINED_SIZE,
+    ZENODO_RECORD,
+    architecture,
+    is_dinobloom,
+)
 
 
 def _image_split(rows: pd.DataFrame) -> list[str]:
@@ -74,6 +80,17 @@ def _pretrained(rows: pd.DataFrame) -> list[str]:
     for (backbone, recorded), pretrained in uses.items():
         if not pretrained:
             parts.append(f"{backbone}: random initialisation (no weights file)")
+            continue
+        if is_dinobloom(str(backbone)):
+            parts.append(
+                f"{backbone}: DinoBloom's Zenodo checkpoint (record {ZENODO_RECORD}) converted"
+                f" into timm's {architecture(str(backbone))}, pretrained at {TRAINED_SIZE} px on"
+                " white-blood-cell images without labels, normalised with ImageNet's mean and"
+                " std as DinoBloom's own evaluation code does; its paper names 13 public"
+                " peripheral-blood and bone-marrow datasets, and C-NMC 2019 is not among those"
+                " its authors' repository lists (the paper's own dataset table was not checked"
+                " here)"
+            )
             continue
         # the tag the run's weights record names; older records: timm's default tag
         named = f"{backbone}.{recorded}" if isinstance(recorded, str) else str(backbone)

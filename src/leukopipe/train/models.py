@@ -28,6 +28,7 @@ from torch import nn
 
 from leukopipe.errors import InvalidInputError
 from leukopipe.workflow.backbone_names import patch_grid_problem, patch_size
+from leukopipe.workflow.dinobloom_names import TRAINED_SIZE, architecture, is_dinobloom
 
 Strategy = Literal["frozen", "partial", "full"]
 STRATEGIES: tuple[str, ...] = ("frozen", "partial", "full")
@@ -40,7 +41,7 @@ _FROZEN_NORMS_ATTR = "leukopipe_frozen_norms"
 
 
 def _check_backbone(backbone: str) -> None:
-    if not timm.is_model(backbone):
+    if not timm.is_model(architecture(backbone)):
         raise InvalidInputError(
             f"unknown backbone {backbone!r}: not a timm model name "
             "(see timm.list_models(), e.g. 'resnet50' or 'efficientnet_b0')"
@@ -57,10 +58,11 @@ def build_model(
     for it, and it must be a whole number of patches; other models take any size.
     """
     _check_backbone(backbone)
-    cfg = timm.models.get_pretrained_cfg(backbone)
+    arch = architecture(backbone)  # DinoBloom: timm's DINOv2 ViT of its size
+    cfg = timm.models.get_pretrained_cfg(arch)
     sized = image_size is not None and cfg is not None and bool(cfg.fixed_input_size)
     kwargs = {"img_size": image_size} if sized else {}
-    model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
     if image_size is not None:
         _check_patch_grid(model, backbone, image_size)
     return model
@@ -81,6 +83,8 @@ def input_size(backbone: str, override: int | None = None) -> int:
     number of patches (224 = 16 x 14 for patch-14 DINOv2, 14 x 16 for ViT-S/16).
     """
     _check_backbone(backbone)
+    if override is None and is_dinobloom(backbone):
+        override = TRAINED_SIZE  # its DINOv2 config says 518; DinoBloom was trained at 224
     if override is None:
         cfg = timm.models.get_pretrained_cfg(backbone)
         override = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
@@ -92,9 +96,12 @@ def input_size(backbone: str, override: int | None = None) -> int:
 
 
 def normalisation(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the backbone's ImageNet pretraining, from timm's registry (offline)."""
+    """(mean, std) of the backbone's ImageNet pretraining, from timm's registry (offline).
+
+    DinoBloom: its DINOv2 architecture's, ImageNet's, which is also what DinoBloom's own
+    evaluation code normalises with."""
     _check_backbone(backbone)
-    cfg = timm.models.get_pretrained_cfg(backbone)
+    cfg = timm.models.get_pretrained_cfg(architecture(backbone))
     if cfg is None or cfg.mean is None or cfg.std is None:
         return _IMAGENET_MEAN, _IMAGENET_STD
     return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)

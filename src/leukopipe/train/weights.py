@@ -21,9 +21,11 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from leukopipe.errors import UserError
+from leukopipe.train import dinobloom
 from leukopipe.train.models import classifier_names, is_head_key
 from leukopipe.train.weight_files import fetch_command, meta_path, pretraining_data
 from leukopipe.workflow.atomic import atomic_path, write_json
+from leukopipe.workflow.dinobloom_names import is_dinobloom
 from leukopipe.workflow.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ def weights_record(path: str | os.PathLike[str], backbone: str) -> dict[str, Any
         "pretrained_tag": cfg.get("tag"),
         "pretraining_data": pretraining_data(cfg.get("tag")),
         "hf_hub_id": cfg.get("hf_hub_id"),
+        # a converted checkpoint (DinoBloom): which file, with which sha256, became these weights
+        "converted_from": meta.get("converted_from"),
         "located_at": str(path),
     }
 
@@ -99,11 +103,16 @@ def check_against_record(path: str | os.PathLike[str], record: str | os.PathLike
 
 
 def fetch(backbone: str, dest: str | os.PathLike[str], force: bool = False) -> Path:
-    """Download timm's ImageNet weights of ``backbone`` to ``dest`` (skipped if present)."""
+    """Download timm's ImageNet weights of ``backbone`` to ``dest`` (skipped if present); a
+    DinoBloom backbone: its Zenodo checkpoint, converted to timm's layout."""
     dest = Path(dest)
     if dest.exists() and not force:
         log.info("weights for %s already present at %s; skipping download", backbone, dest)
         return dest
+    if is_dinobloom(backbone):
+        # the published .pth is kept beside the converted file, so a rerun converts offline
+        model, origin = dinobloom.fetch(backbone, dest.parent)
+        return save_weights(model, dest, backbone, extra=origin)
     if not timm.is_model(backbone):
         raise WeightsError(f"unknown backbone {backbone!r}: not a timm model name")
     log.info("downloading ImageNet weights for %s (Hugging Face Hub via timm)", backbone)

@@ -19,6 +19,7 @@ only that child process.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.metadata
 import importlib.util
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from leukopipe.workflow.atomic import write_text
+from leukopipe.workflow.dinobloom_names import TRAINED_SIZE, architecture, is_dinobloom
 
 FORMAT = 2  # of the cache file; in its name, so an older layout is never misread
 
@@ -169,7 +171,11 @@ def _models() -> dict[str, Any]:
 
 
 def lookup(name: str) -> Backbone | None:
-    """``name`` (``arch`` or ``arch.tag``) as the installed timm knows it; None when unknown."""
+    """``name`` (``arch`` or ``arch.tag``) as the installed timm knows it; None when unknown.
+    A DinoBloom variant is its DINOv2 architecture at the size DinoBloom was trained at."""
+    if is_dinobloom(name):
+        found = lookup(architecture(name))
+        return None if found is None else dataclasses.replace(found, input_size=TRAINED_SIZE)
     arch, tag = split_name(name)
     tags = _models().get(arch)
     if tags is None or (tag or "") not in tags:

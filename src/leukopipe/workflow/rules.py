@@ -73,6 +73,15 @@ def tta_enabled(config: dict[str, Any]) -> bool:
     return bool(config["evaluate"]["tta"])
 
 
+def knn_experiments(config: dict[str, Any]) -> list[str]:
+    """The frozen experiments whose pretrained backbone gets a k-NN probe (``<name>.knn``):
+    every frozen one while ``evaluate.knn`` is on. A frozen experiment starts from exactly the
+    backbone the probe needs, and names its split, stores and seed."""
+    if not config["evaluate"]["knn"]:
+        return []
+    return sorted(n for n, e in expand_experiments(config).items() if e.strategy == "frozen")
+
+
 def gradcam_settings(config: dict[str, Any]) -> dict[str, Any]:
     """Grad-CAM grid settings; ``per_group`` 0 means no grids."""
     return config["gradcam"]
@@ -121,13 +130,14 @@ def gradcam_options(config: dict[str, Any]) -> str:
 
 
 def comparison_metrics(config: dict[str, Any]) -> list[str]:
-    """Every metrics.json the comparison reads: experiments, their TTA variants, ensembles and
-    the out-of-fold pools of the cross-validated ones."""
+    """Every metrics.json the comparison reads: experiments, their TTA variants, k-NN probes,
+    ensembles and the out-of-fold pools of the cross-validated ones."""
     r = results_dir(config)
     names = sorted(expand_experiments(config))
     out = [f"{r}/eval/{n}/metrics.json" for n in names]
     if tta_enabled(config):
         out += [f"{r}/eval/{n}/tta_metrics.json" for n in names]
+    out += [f"{r}/eval/{n}.knn/metrics.json" for n in knn_experiments(config)]
     out += [f"{r}/eval/{e}/metrics.json" for e in sorted(expand_ensembles(config))]
     out += [f"{r}/eval/{p}/metrics.json" for p in sorted(expand_pooled(config))]
     return out
@@ -136,7 +146,7 @@ def comparison_metrics(config: dict[str, Any]) -> list[str]:
 def expand_pooled(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every out-of-fold pool: name -> the eval/ files of its folds (predictions and
     metrics.json, in fold order). One per cross-validated experiment, its TTA variant when TTA
-    is on, and each ensemble whose members are folds."""
+    is on, its k-NN probe when that is on, and each ensemble whose members are folds."""
     r = results_dir(config)
     members: dict[str, list[tuple[int, str, str, str]]] = {}
 
@@ -153,6 +163,10 @@ def expand_pooled(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if tta_enabled(config):
             # the TTA record (beside the plain one) is named <experiment>+tta
             add(f"{name}+tta", name, exp.split, exp.fold, prefix="tta_")
+    knn = set(knn_experiments(config))
+    for name, exp in expand_experiments(config).items():
+        if exp.fold is not None and name in knn:
+            add(f"{name}.knn", f"{name}.knn", exp.split, exp.fold)
     for name, ens in expand_ensembles(config).items():
         parsed = parse_split_id(ens["split"])
         if parsed is not None:
@@ -258,6 +272,7 @@ __all__ = [
     "final_targets",
     "gradcam_grids",
     "gradcam_options",
+    "knn_experiments",
     "output_flags",
     "preprocessings",
     "results_dir",
