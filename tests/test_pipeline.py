@@ -93,6 +93,10 @@ def test_all_outputs_exist_and_say_what_they_are(done):
         assert m["experiment"]["name"] == exp
         assert m["provenance"]["code_version"]
         assert len(m["checkpoint"]["sha256"]) == 64
+        # the training's host and time, from provenance.json beside the checkpoint it describes
+        run_record = m["training"]["run"]
+        assert run_record["sha256"]["best.pt"] == m["checkpoint"]["sha256"]
+        assert run_record["host"] and run_record["time_utc"] and run_record["code_version"]
         assert "ALL-class" in m["convention"]
         assert m["ci"]["bootstrap"]["unit"] == "subject"
     table = (run / "tables/comparison.md").read_text()
