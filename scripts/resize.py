@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from leukopipe.augment.plan import materialise_plain
-from leukopipe.workflow import atomic, cli
+from leukopipe.workflow import cli
 
 log = logging.getLogger("resize")
 
@@ -35,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     df = pd.read_parquet(args.manifest)
     out = materialise_plain(
-        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir
+        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir,
+        manifest_path=args.manifest_out,
     )
-    atomic.write_parquet(args.manifest_out, out)
     log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)
     return 0
 
