@@ -6,6 +6,7 @@ rule evaluate:
     input:
         best=f"{RESULTS}/runs/{{exp}}/best.pt",
         history=f"{RESULTS}/runs/{{exp}}/history.parquet",
+        run_record=f"{RESULTS}/runs/{{exp}}/provenance.json",
         test=get_test_manifest,
         test_pixels=get_test_pixels,
         val=get_val_manifest,
@@ -41,6 +42,7 @@ rule evaluate:
         "python scripts/evaluate.py"
         " --checkpoint {input.best}"
         " --history {input.history}"
+        " --run-record {input.run_record}"
         " --test-manifest {input.test}"
         " --test-pixels {input.test_pixels}"
         " --val-manifest {input.val}"

@@ -30,6 +30,7 @@ rule train:
         best=f"{RESULTS}/runs/{{exp}}/best.pt",
         last=f"{RESULTS}/runs/{{exp}}/last.pt",
         history=f"{RESULTS}/runs/{{exp}}/history.parquet",
+        provenance=f"{RESULTS}/runs/{{exp}}/provenance.json",
     log:
         f"{RESULTS}/runs/{{exp}}/train.log",
     benchmark:

@@ -90,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         progress=True,
         raw_dir=args.raw_dir,
+        # written before the store is published: a store never stands without its manifest
+        manifest_path=args.manifest_out,
     )
     seconds = time.perf_counter() - start
-    atomic.write_parquet(args.manifest_out, manifest)
     n_gen = int(manifest["generated"].sum())
     stats = {
         "per_class": {k: int(v) for k, v in manifest["class_name"].value_counts().items()},

@@ -32,10 +32,19 @@ log = logging.getLogger("evaluate")
 GRADCAM = defaults("gradcam")
 
 
+def _run_record(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {k: record.get(k) for k in ("host", "time_utc", "code_version", "sha256")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = cli.parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="best.pt of the experiment")
     p.add_argument("--history", type=Path, default=None, help="history.parquet of the experiment")
+    p.add_argument("--run-record", type=Path, default=None,
+                   help="provenance.json beside the checkpoint: where and when it was trained")
     p.add_argument(
         "--test-manifest", required=True, type=Path, help="test manifest (with store_row)"
     )
@@ -154,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the fetch_weights record (timm tag, its pretraining data, sha256); None: no weights
             "weights": (meta.get("extra_meta") or {}).get("weights"),
             "checkpoint_code_version": (meta.get("provenance") or {}).get("code_version"),
+            # host and time of the training, which the checkpoint leaves out (identical bytes)
+            "run": _run_record(args.run_record),
         },
         "checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)},
         "provenance": provenance(),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.augment.plan import materialise_plain
-from leukopipe.workflow import atomic, cli
+from leukopipe.workflow import cli
 from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("resize")
@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = materialise_plain(
         df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir,
         progress=True,
+        manifest_path=args.manifest_out,
     )
-    atomic.write_parquet(args.manifest_out, out)
     log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)
     return 0
 

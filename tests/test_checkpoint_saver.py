@@ -159,7 +159,8 @@ def test_outputs_hold_meta_outcome_and_weights(tmp_path):
     _epoch(saver, model, optimizer, 0.5)
     paths = saver.save_outputs({"backbone": "x", "fingerprint": "fp-a"}, model)
     assert paths == {"best": tmp_path / "run" / "best.pt", "last": tmp_path / "run" / "last.pt",
-                     "history": tmp_path / "run" / "history.parquet"}
+                     "history": tmp_path / "run" / "history.parquet",
+                     "provenance": tmp_path / "run" / "provenance.json"}
     best_pt = torch.load(paths["best"], weights_only=True)
     last_pt = torch.load(paths["last"], weights_only=True)
     assert list(best_pt) == ["backbone", "fingerprint", "best_epoch", "best_val_metrics",

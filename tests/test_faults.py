@@ -196,6 +196,26 @@ def test_full_disk_while_writing_any_output_is_one_line(
     assert list(target.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("step", ["augment", "resize"])
+def test_a_failed_manifest_write_leaves_no_store_without_its_manifest(
+    data: dict[str, Path], tmp_path: Path, step: str
+) -> None:
+    """Run by hand with a manifest that cannot be written (its folder is a file): the complete
+    store must not stay behind, unnamed by any manifest and filling the disk."""
+    out = tmp_path / "store"
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the manifest's folder should be\n")
+    cmd = augment_cmd(data["train"], out, 1) if step == "augment" else resize_cmd(
+        data["index"], out, 1)
+    flag = cmd.index("--manifest-out") + 1
+    cmd[flag] = str(blocked / Path(cmd[flag]).name)
+    proc = run_step(cmd)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (line,) = error_lines(proc.stderr)
+    assert f"cannot write {cmd[flag]}" in line
+    assert list(out.iterdir()) == []  # neither the store nor its temp file
+
+
 # ----------------------------------------------------------------------------- dead workers
 @pytest.mark.timeout(DEADLINE_S)  # a pool that waits for a dead worker hangs
 def test_a_killed_worker_raises_instead_of_hanging() -> None:

@@ -6,12 +6,15 @@ import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from pipeline_workspace import (
     COPIED,
     FULL_CONFIG,
@@ -20,6 +23,10 @@ from pipeline_workspace import (
     snakemake,
     write_config,
 )
+from snakemake.utils import update_config
+
+from leukopipe.workflow.config import validate
+from leukopipe.workflow.rules import final_targets
 
 pytestmark = pytest.mark.slow
 RUN = "results/tiny"
@@ -93,6 +100,10 @@ def test_all_outputs_exist_and_say_what_they_are(done):
         assert m["experiment"]["name"] == exp
         assert m["provenance"]["code_version"]
         assert len(m["checkpoint"]["sha256"]) == 64
+        # the training's host and time, from provenance.json beside the checkpoint it describes
+        run_record = m["training"]["run"]
+        assert run_record["sha256"]["best.pt"] == m["checkpoint"]["sha256"]
+        assert run_record["host"] and run_record["time_utc"] and run_record["code_version"]
         assert "ALL-class" in m["convention"]
         assert m["ci"]["bootstrap"]["unit"] == "subject"
     table = (run / "tables/comparison.md").read_text()
@@ -361,3 +372,88 @@ def test_tables_regenerate_from_stored_results_without_training(done):
     proc = snakemake(done, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (run / "tables/comparison.md").is_file() and (run / "report.html").is_file()
+
+
+# ---------------------------------------------------------------- a declared output gone missing
+
+
+def _augment_pid(ws: Path) -> int | None:
+    """The augment step's process that a Snakemake in ``ws`` started, if one runs now."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(a.endswith(b"scripts/augment.py") for a in args) and (
+                (entry / "cwd").resolve() == ws.resolve()
+            ):
+                return int(entry.name)
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return None
+
+
+def test_a_store_a_failed_forced_rerun_deleted_is_rebuilt_by_the_next_plain_run(done, tmp_path):
+    """`-R augment` whose augment job dies (kill -9, as the OOM killer does): Snakemake deletes
+    the job's outputs; the next plain run must rebuild the store and what was trained from it,
+    not say "Nothing to be done" because everything after the store is up to date."""
+    stores = sorted(p.parent for p in (done / RUN / "augment").rglob("train_pixels.npy"))
+    backup = tmp_path / "stores"
+    for store in stores:
+        shutil.copytree(store, backup / store.relative_to(done), copy_function=shutil.copy2)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    forced = subprocess.Popen(
+        [str(Path(sys.executable).parent / "snakemake"), "--configfile", "config.yaml",
+         "test-config.yaml", "--cores", "1", "-R", "augment"],
+        cwd=done, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        while (pid := _augment_pid(done)) is None and forced.poll() is None:
+            time.sleep(0.01)
+        assert pid is not None, forced.communicate()[0][-3000:]
+        os.kill(pid, signal.SIGKILL)
+        out = forced.communicate(timeout=300)[0]
+        assert forced.returncode != 0, out[-3000:]
+        missing = [s for s in stores if not (s / "train_pixels.npy").exists()]
+        assert len(missing) == 1, out[-3000:]
+        jobs = planned_jobs(done)
+        assert jobs.get("augment") == 1 and jobs.get("train", 0) >= 1, jobs
+    finally:
+        for store in stores:
+            shutil.rmtree(store, ignore_errors=True)
+            shutil.copytree(backup / store.relative_to(done), store,
+                            copy_function=shutil.copy2)
+    assert planned_jobs(done) == {}
+
+
+def test_every_declared_output_is_a_default_target(done):
+    """What keeps a missing intermediate from hiding: rule all names every file of the DAG."""
+    proc = snakemake(done, "--summary", "--cores", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    in_dag = {line.split("\t")[0] for line in proc.stdout.splitlines()[1:] if line.strip()}
+    config = yaml.safe_load((done / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((done / "test-config.yaml").read_text()))
+    validate(config)
+    targets = set(final_targets(config))
+    assert in_dag - targets == set()
+    assert targets - in_dag == set()
+
+
+def test_forced_augment_after_a_restored_mtime_edit_reruns_merge_first(done):
+    """The raw edit git's way of caching would see (inode, ctime): merge reruns before the
+    forced augment, which therefore never meets an image changed after merge."""
+    raw = done / FULL_CONFIG["data"]["raw_dir"]
+    image = sorted(raw.rglob("*.bmp"))[0]
+    before, stat = image.read_bytes(), image.stat()
+    edited = bytearray(before)
+    edited[-1] ^= 0xFF
+    image.write_bytes(bytes(edited))
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    try:
+        jobs = planned_jobs(done, "-R", "augment")
+    finally:
+        image.write_bytes(before)
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jobs.get("merge") == 1 and jobs.get("augment") == 4, jobs
+    assert planned_jobs(done) == {}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from leukopipe.train.loop import (
     train,
 )
 from leukopipe.train.weights import save_weights
+from leukopipe.workflow.hashing import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY_METRICS = [
@@ -184,6 +187,24 @@ def test_same_seed_same_history_other_seed_differs(tmp_path, tiny):
     ]
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
     assert not runs[0]["train_loss"].equals(runs[2]["train_loss"])
+
+
+def test_identical_runs_write_identical_checkpoint_bytes(tmp_path, tiny):
+    """Host and time live in provenance.json beside the checkpoints, not inside them."""
+    first = _train(tmp_path / "first", tiny, "run", epochs=2, seed=4)[1]
+    # the second run starts in a later second: a recorded time would differ
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)
+    second = _train(tmp_path / "second", tiny, "run", epochs=2, seed=4)[1]
+    for name in ("best.pt", "last.pt"):
+        assert sha256_file(first / name) == sha256_file(second / name), name
+    records = [json.loads((run / "provenance.json").read_text()) for run in (first, second)]
+    assert records[0]["time_utc"] != records[1]["time_utc"]
+    for run, record in zip((first, second), records, strict=True):
+        assert record["host"] == socket.gethostname()
+        assert record["sha256"] == {n: sha256_file(run / n) for n in ("best.pt", "last.pt")}
+        meta = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+        assert meta["provenance"]["code_version"] == record["code_version"]
+        assert "host" not in meta["provenance"] and "time_utc" not in meta["provenance"]
 
 
 # ------------------------------------------------------------------------------------- resume

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from leukopipe.augment.pixel_store import create_store
 from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.data.imageio import load_rgb
 from leukopipe.errors import InvalidInputError
+from leukopipe.workflow.atomic import write_parquet
 from leukopipe.workflow.interrupt import stop_on_signals
 from leukopipe.workflow.progress import Progress
 from leukopipe.workflow.workers import run_pool
@@ -231,9 +232,13 @@ def _fill_store(
     workers: int,
     progress: bool,
     desc: str,
+    finish: Callable[[list[str]], pd.DataFrame],
     raw_dir: str | os.PathLike[str] | None = None,
-) -> list[str]:
-    """Write row i of the store from (df.path[i], seeds[i]); return the params JSON of each row.
+) -> pd.DataFrame:
+    """Write row i of the store from (df.path[i], seeds[i]); then ``finish(params JSON of each
+    row)``, which builds (and writes) the manifest, before the store gets its name: a failing
+    ``finish`` removes the store, so a store never stands without its manifest. Returns what
+    ``finish`` returned.
 
     On SIGTERM/SIGUSR1 it stops the workers, deletes the half-written store and raises
     StepInterrupted (the step exits 128 + signal).
@@ -256,7 +261,9 @@ def _fill_store(
 
     with stop_on_signals() as stop, create_store(store_path, n, size) as store:
         if n == 0:
-            return params_json
+            if bar is not None:
+                bar.close()
+            return finish(params_json)
         store_file = str(store.filename)
         if workers == 1:
             torch = sys.modules.get("torch") if cfg is None else _import_torch()
@@ -280,7 +287,7 @@ def _fill_store(
             )
         if bar is not None:
             bar.close()
-    return params_json
+        return finish(params_json)
 
 
 def _import_torch() -> Any:
@@ -327,11 +334,14 @@ def materialise(
     workers: int = 1,
     progress: bool = False,
     raw_dir: str | os.PathLike[str] | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Write originals and augmented samples into the store in plan order.
 
     Returns the plan with ``aug_params`` (JSON of each generated row's params, "" for
-    originals) and ``store_row`` filled. Generated pixels are always drawn from ``aug_seed``;
+    originals) and ``store_row`` filled; with ``manifest_path`` it is also written there
+    (atomically), before the store is published, so the two appear together or not at all.
+    Generated pixels are always drawn from ``aug_seed``;
     a plan without generated rows (:func:`plan_originals`) needs no ``cfg``.
     Each source file must still have the ``sha256`` the index recorded (ChangedImageError).
     With ``workers`` > 1 the work runs in 'spawn' processes, which re-import the calling
@@ -350,14 +360,23 @@ def materialise(
     if cfg is None and generated.any():
         raise ValueError("materialise: generated rows need the transforms' settings (cfg)")
     seeds = np.where(generated, seeds, -1)
-    params_json = _fill_store(
+
+    def finish(params_json: list[str]) -> pd.DataFrame:
+        out = plan.reset_index(drop=True).copy()
+        out["aug_params"] = params_json
+        out["store_row"] = np.arange(len(out), dtype=np.int64)
+        return _written(out, manifest_path)
+
+    return _fill_store(
         plan, seeds.tolist(), size, cfg, store_path, workers, progress, desc="augment",
-        raw_dir=raw_dir,
+        finish=finish, raw_dir=raw_dir,
     )
-    out = plan.reset_index(drop=True).copy()
-    out["aug_params"] = params_json
-    out["store_row"] = np.arange(len(out), dtype=np.int64)
-    return out
+
+
+def _written(manifest: pd.DataFrame, path: str | os.PathLike[str] | None) -> pd.DataFrame:
+    if path is not None:
+        write_parquet(path, manifest)
+    return manifest
 
 
 def materialise_plain(
@@ -367,19 +386,24 @@ def materialise_plain(
     workers: int = 1,
     progress: bool = False,
     raw_dir: str | os.PathLike[str] | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """Resize-only store for validation/test (never augmented); returns df plus ``store_row``.
+    """Resize-only store for validation/test (never augmented); returns df plus ``store_row``
+    (with ``manifest_path`` also written there before the store is published, as materialise).
 
     Each file must still have the ``sha256`` the index recorded (ChangedImageError).
     """
     _check_paths_column(df, "materialise_plain")
-    _fill_store(
+
+    def finish(_params_json: list[str]) -> pd.DataFrame:
+        out = df.reset_index(drop=True).copy()
+        out["store_row"] = np.arange(len(out), dtype=np.int64)
+        return _written(out, manifest_path)
+
+    return _fill_store(
         df, [-1] * len(df), size, None, store_path, workers, progress, desc="resize",
-        raw_dir=raw_dir,
+        finish=finish, raw_dir=raw_dir,
     )
-    out = df.reset_index(drop=True).copy()
-    out["store_row"] = np.arange(len(out), dtype=np.int64)
-    return out
 
 
 def regenerate(

@@ -1,8 +1,10 @@
 """The files of one training run, modelled on timm's ``CheckpointSaver``: written, resumed, read.
 
 :class:`CheckpointSaver` owns them all. In ``out_dir``: ``best.pt`` (the epoch with the best
-validation macro-F1), ``last.pt`` (the final epoch) and ``history.parquet`` (one row per
-epoch), written once training has finished. In ``resume_dir``: ``state.pt``, the complete
+validation macro-F1), ``last.pt`` (the final epoch), ``history.parquet`` (one row per
+epoch) and ``provenance.json`` (host, time, code and package versions, and the two checkpoints'
+sha256: the checkpoints themselves record no host or time, so identical runs give identical
+bytes), written once training has finished. In ``resume_dir``: ``state.pt``, the complete
 training state after every epoch, which a rerun with the same fingerprint continues; a state
 with another fingerprint is moved aside to ``state.stale.pt``. The saver also keeps the
 early-stopping counters (best metric and epoch, epochs without improvement), because they are
@@ -35,7 +37,9 @@ from torch import nn
 
 from leukopipe.errors import MissingInputError, UserError
 from leukopipe.train.models import build_model
-from leukopipe.workflow.atomic import atomic_path, write_parquet
+from leukopipe.workflow.atomic import atomic_path, write_json, write_parquet
+from leukopipe.workflow.hashing import sha256_file
+from leukopipe.workflow.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ LOCK_FILE = ".lock"  # held by the one training that owns the resume folder
 LOG_FILE = "train.log"  # every attempt's log lines, replayed when a retry resumes
 STATE_FORMAT = 1
 BEST_FILE, LAST_FILE, HISTORY_FILE = "best.pt", "last.pt", "history.parquet"
+PROVENANCE_FILE = "provenance.json"  # where and when the checkpoints beside it were written
 ON_MISMATCH = ("restart", "error")
 # What inference needs from best.pt/last.pt.
 _CHECKPOINT_KEYS = ("state_dict", "backbone", "mean", "std", "image_size")
@@ -312,8 +317,8 @@ class CheckpointSaver:
     # ------------------------------------------------------------------------------- outputs
 
     def save_outputs(self, meta: dict[str, Any], model: nn.Module) -> dict[str, Path]:
-        """best.pt, last.pt (``meta`` + outcome + weights) and history.parquet; then remove
-        ``state.pt`` unless ``keep_state``. Returns the three paths."""
+        """best.pt, last.pt (``meta`` + outcome + weights), history.parquet and provenance.json;
+        then remove ``state.pt`` unless ``keep_state``. Returns the four paths."""
         outcome = {
             **meta,
             "best_epoch": self.best_epoch,
@@ -324,13 +329,21 @@ class CheckpointSaver:
         last_metrics = {k: self.history[-1][k] for k in
                         ("val_loss", "val_accuracy", "val_macro_f1", "val_auc")}
         paths = {"best": self.out_dir / BEST_FILE, "last": self.out_dir / LAST_FILE,
-                 "history": self.out_dir / HISTORY_FILE}
+                 "history": self.out_dir / HISTORY_FILE,
+                 "provenance": self.out_dir / PROVENANCE_FILE}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         _save({**outcome, "kind": "best", "epoch": self.best_epoch,
                "val_metrics": self.best_metrics, "state_dict": self.best_state}, paths["best"])
         _save({**outcome, "kind": "last", "epoch": self.epochs_done,
                "val_metrics": last_metrics, "state_dict": _cpu_state_dict(model)}, paths["last"])
         write_parquet(paths["history"], pd.DataFrame(self.history))
+        write_json(paths["provenance"], {
+            **provenance(),
+            "fingerprint": self.fingerprint,
+            "resumed_from_epoch": self.resumed_from,
+            # ties this record to the bytes it describes
+            "sha256": {paths[k].name: sha256_file(paths[k]) for k in ("best", "last")},
+        })
         if not self.keep_state:
             self.state_path.unlink(missing_ok=True)
         return paths

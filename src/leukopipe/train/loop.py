@@ -68,7 +68,7 @@ from leukopipe.train.models import (
 from leukopipe.train.weights import load_pretrained
 from leukopipe.workflow.interrupt import StepInterrupted, StopFlag, stop_on_signals
 from leukopipe.workflow.progress import Progress, duration
-from leukopipe.workflow.provenance import code_version, provenance
+from leukopipe.workflow.provenance import code_provenance, code_version
 from leukopipe.workflow.readers import read_parquet
 from leukopipe.workflow.schema import defaults
 
@@ -606,7 +606,8 @@ def _checkpoint_meta(
         "strategy_summary": summary.as_dict(),
         "extra_meta": json.loads(json.dumps(extra_meta or {}, default=str)),  # plain types only
         "code_version": code_version(),
-        "provenance": provenance(),
+        # no host or time: identical runs write identical bytes (those go to provenance.json)
+        "provenance": code_provenance(),
         "fingerprint": run_fingerprint,
     }
 

@@ -1,8 +1,8 @@
 """Operating-system errors the user can fix, said in one line that names the path and what to do.
 
 Only conditions of the machine are translated: a full disk, a used-up quota, a read-only or
-forbidden folder, a missing folder. Every other OSError (EBADF, EINVAL, ...) is a bug in the code
-and keeps its traceback.
+forbidden folder, a missing folder, a file where a folder should be. Every other OSError (EBADF,
+EINVAL, ...) is a bug in the code and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ ADVICE: dict[int, str] = {
     errno.EROFS: "point the results folder at a writable file system, then rerun",
     errno.EACCES: "check its owner and permissions (ls -ld), then rerun",
     errno.EPERM: "check its owner and permissions (ls -ld), then rerun",
+    # a file stands where a folder of the path should be (mkdir says EEXIST, open ENOTDIR)
+    errno.ENOTDIR: "a file stands where a folder of the path should be: move it or fix the path",
+    errno.EEXIST: "a file stands where a folder of the path should be: move it or fix the path",
 }
 
 

@@ -1,7 +1,9 @@
 """Where a result came from: code version, package versions, host and time.
 
-Every metrics file and checkpoint embeds this so that a number in a table can be traced
-back to the commit and environment that produced it.
+Every metrics file embeds :func:`provenance` so that a number in a table can be traced back to
+the commit and environment that produced it. A checkpoint embeds only :func:`code_provenance`,
+what determines its weights, so that identical runs write identical bytes; its host and time go
+to the ``provenance.json`` beside it (:func:`run_stamp`).
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def code_version() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def provenance() -> dict[str, Any]:
-    """A JSON-able record of the code version, key package versions, host and UTC time."""
+def code_provenance() -> dict[str, Any]:
+    """The code version, key package versions and the Python version: no host, no time."""
     versions = {"leukopipe": __version__}
     # read from the installed metadata: importing torch just to ask its version costs seconds
     for name in (
@@ -70,6 +72,17 @@ def provenance() -> dict[str, Any]:
         "code_version": code_version(),
         "versions": versions,
         "python": platform.python_version(),
+    }
+
+
+def run_stamp() -> dict[str, str]:
+    """Where and when this runs: the host name and the UTC time (seconds)."""
+    return {
         "host": socket.gethostname(),
         "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def provenance() -> dict[str, Any]:
+    """A JSON-able record of the code version, key package versions, host and UTC time."""
+    return {**code_provenance(), **run_stamp()}

@@ -62,10 +62,48 @@ def option(flag: str, value: Any) -> str:
     return f"{flag} {shlex.quote(str(value))}" if value not in (None, "") else ""
 
 
+# the figures the compare rule draws (report/figures.py)
+COMPARISON_FIGURES = ("roc", "confusion", "training_curves", "reliability",
+                      "reliability_calibrated", "risk_coverage")
+
+
 def final_targets(config: dict[str, Any]) -> list[str]:
-    """What `snakemake` builds by default: the comparison tables, figures and report."""
+    """What `snakemake` builds by default: the comparison tables, figures and report, and every
+    declared output of every job they need.
+
+    Snakemake runs a job only when a target needs it: a missing intermediate (a store that a
+    failed or interrupted ``-R augment`` deleted, or one removed by hand) whose consumers are up
+    to date would otherwise stay missing behind "Nothing to be done". As a target it is rebuilt,
+    and what was made from it reruns (its input is then newer).
+    """
     r = results_dir(config)
-    return [f"{r}/tables/comparison.md", f"{r}/report.html"]
+    out = [f"{r}/report.html", f"{r}/data/raw.json", f"{r}/data/index.parquet",
+           f"{r}/data/summary.json", f"{r}/tables/rows.parquet"]
+    out += [f"{r}/tables/comparison.{ext}" for ext in ("md", "csv", "tex")]
+    out += [f"{r}/figures/{name}.png" for name in COMPARISON_FIGURES]
+    for split in used_splits(config):
+        out += [f"{r}/splits/{split}/{n}" for n in
+                ("train.parquet", "val.parquet", "test.parquet", "audit.json")]
+    optional = evaluate_outputs(config).values()
+    for name, exp in sorted(expand_experiments(config).items()):
+        train, held_out = train_store_dir(config, exp), eval_store_dir(config, exp)
+        out += [f"{train}/{n}" for n in
+                ("train_balanced.parquet", "train_pixels.npy", "train_stats.json")]
+        out += [f"{held_out}/{part}{n}" for part in ("val", "test")
+                for n in (".parquet", "_pixels.npy")]
+        out += weights_record(config, exp.backbone)
+        out += [f"{r}/runs/{name}/{n}" for n in
+                ("best.pt", "last.pt", "history.parquet", "provenance.json")]
+        out += [f"{r}/eval/{name}/{n}" for n in
+                ("predictions.parquet", "val_predictions.parquet", "metrics.json",
+                 "history.parquet")]
+        out += [template.format(exp=name) for template in optional]
+    for name in sorted(expand_ensembles(config)):
+        out += [f"{r}/eval/{name}/{n}" for n in
+                ("predictions.parquet", "val_predictions.parquet", "metrics.json")]
+    for name in sorted(expand_pooled(config)):
+        out += [f"{r}/eval/{name}/{n}" for n in ("predictions.parquet", "metrics.json")]
+    return list(dict.fromkeys(out))  # stores and weights records are shared: each once
 
 
 def tta_enabled(config: dict[str, Any]) -> bool:
