@@ -270,24 +270,44 @@ def _rate(fn: Callable[[], Any], n: int, unit: str, stage: str, setting: str,
 
 def per_core(paths: Sequence[Path], image_size: int = 224, n: int = 50) -> list[Row]:
     """Single-process, single-thread cost of the data stage's per-image work (rates and
-    seconds are per CPU second, so they hold on a busy machine too)."""
+    seconds are per CPU second, so they hold on a busy machine too): merge's inspection whole
+    and in its parts (read + sha256, decode, perceptual hash), an original's decode + resize, a
+    generated sample's nine transforms, and one row written into a pixel store."""
+    import hashlib
+
     import torch
+    from PIL import Image
 
     from leukopipe.augment.transforms import AugmentConfig, augment_one
     from leukopipe.data.imageio import load_rgb
     from leukopipe.data.merge import inspect_image
+    from leukopipe.data.near_duplicates import perceptual_hash
 
     if not paths:
         raise InvalidInputError("per_core: no image files given")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+
+    def each(fn: Callable[[Path], Any]) -> Callable[[], Any]:
+        it = iter([paths[i % len(paths)] for i in range(n)])
+        return lambda: fn(next(it))
+
+    def decode(path: Path) -> Image.Image:
+        with Image.open(path) as im:
+            im.load()
+            return im
+
     try:
-        cyc = [paths[i % len(paths)] for i in range(n)]
-        it = iter(cyc)
-        rows = [_rate(lambda: inspect_image(next(it)), n, "img/s/core", "per core",
-                      "merge: read + sha256 + decode")]
-        it = iter(cyc)
-        rows.append(_rate(lambda: load_rgb(next(it), image_size), n, "img/s/core", "per core",
+        rows = [_rate(each(inspect_image), n, "img/s/core", "per core",
+                      "merge: read + sha256 + decode + perceptual hash")]
+        rows.append(_rate(each(lambda p: hashlib.sha256(p.read_bytes()).hexdigest()), n,
+                          "img/s/core", "per core", "merge part: read + sha256"))
+        rows.append(_rate(each(decode), n, "img/s/core", "per core", "merge part: full decode"))
+        decoded = [decode(p) for p in paths[: min(len(paths), n)]]
+        it = iter([decoded[i % len(decoded)] for i in range(n)])
+        rows.append(_rate(lambda: perceptual_hash(next(it)), n, "img/s/core", "per core",
+                          "merge part: perceptual hash (of decoded pixels)"))
+        rows.append(_rate(each(lambda p: load_rgb(p, image_size)), n, "img/s/core", "per core",
                           f"decode + resize to {image_size}px (an original)"))
         img = load_rgb(paths[0], image_size)
         cfg = AugmentConfig()
@@ -295,6 +315,15 @@ def per_core(paths: Sequence[Path], image_size: int = 224, n: int = 50) -> list[
         rows.append(_rate(lambda: augment_one(img, next(seeds), cfg), n, "img/s/core",
                           "per core", f"nine transforms on a {image_size}px image",
                           "excludes decoding its source"))
+        with tempfile.TemporaryDirectory() as tmp:
+            start, cpu0 = time.perf_counter(), time.process_time()
+            with create_store(Path(tmp) / "w.npy", n, image_size) as store:
+                for i in range(n):
+                    store[i] = img
+            secs, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        rows.append(Row("per core", f"store write: {image_size}px rows into a .npy, flushed", n,
+                        cpu, n / max(cpu, 1e-9), "img/s/core", None, load_average(),
+                        f"wall {secs:.3f} s (page cache, then disk)"))
     finally:
         torch.set_num_threads(previous)
     return rows
