@@ -86,6 +86,13 @@ COVERED: dict[str, tuple[str, ...]] = {
     " --work-dir /tmp/lpb-train": (T_BENCH,),
     "python scripts/benchmark.py --stages train --train-size 64 --loader-workers 0": (T_BENCH,),
     "python scripts/benchmark.py --stages percore --raw-dir /tmp/bench12k/raw": (T_BENCH,),
+    "python scripts/benchmark.py --stages data,percore --raw-dir /tmp/h24bench/raw --workers 2"
+    " --work-dir /tmp/h24bench/run --json-out /tmp/h24bench/run.json"
+    " --title 'C-NMC-size data stage after the command-line fix (shared machine)'"
+    " --append docs/benchmarks.md": (T_BENCH,),
+    "python scripts/benchmark.py --stages percore --raw-dir /tmp/h24bench/raw"
+    " --work-dir /tmp/h24bench/run --title 'Per-core parts of the data stage (shared machine)'"
+    " --append docs/benchmarks.md": (T_BENCH,),
     "python scripts/benchmark.py --stages data --raw-dir /tmp/bench12k/raw --workers 2"
     " --work-dir /tmp/bench12k/run3 --json-out /tmp/bench12k/run3.json"
     " --title 'C-NMC-size data stage, quiet machine' --append docs/benchmarks.md": (T_BENCH,),
