@@ -30,17 +30,9 @@ rule augment:
         balancing=get_balancing_flags,
         raw_dir=get_raw_dir,
         code=get_code("augment"),
+    # flags: leukopipe/workflow/step_commands.py (the benchmark runs the same command)
     shell:
-        "python scripts/augment.py"
-        " --train-manifest {input.train}"
-        " --raw-dir {params.raw_dir:q}"
-        " --image-size {wildcards.size}"
-        " {params.balancing}"
-        " --workers {threads}"
-        " --manifest-out {output.manifest}"
-        " --pixels-out {output.pixels}"
-        " --stats-out {output.stats}"
-        " 2> {log}"
+        get_shell("augment")
 
 
 rule resize:
@@ -67,12 +59,6 @@ rule resize:
     params:
         raw_dir=get_raw_dir,
         code=get_code("resize"),
+    # flags: leukopipe/workflow/step_commands.py (the benchmark runs the same command)
     shell:
-        "python scripts/resize.py"
-        " --manifest {input.manifest}"
-        " --raw-dir {params.raw_dir:q}"
-        " --image-size {wildcards.size}"
-        " --workers {threads}"
-        " --manifest-out {output.manifest}"
-        " --pixels-out {output.pixels}"
-        " 2> {log}"
+        get_shell("resize")

@@ -38,6 +38,7 @@ from leukopipe.workflow.rules import (
     weights_record,
 )
 from leukopipe.workflow.split_modes import split_id_pattern
+from leukopipe.workflow.step_commands import balancing_flags, step_settings, step_shell
 
 RESULTS = results_dir(config)
 EXPERIMENTS = expand_experiments(config)
@@ -60,6 +61,16 @@ def get_code(step):
 
 
 # ------------------------------------------------------------------------------ data
+
+
+def get_shell(step):
+    """The step's command line: one template, shared with everything else that runs the step."""
+    return step_shell(step)
+
+
+def get_setting(step, name):
+    """A config value the step's command takes (its rerun trigger), by the command's name."""
+    return step_settings(step, config)[name]
 
 
 def get_download_identity(wildcards):
@@ -136,14 +147,7 @@ def _preprocessing_of(wildcards):
 
 def get_balancing_flags(wildcards):
     """augment's settings: target, seed and transforms, or 'none' (the resized originals)."""
-    prep = _preprocessing_of(wildcards)
-    if not prep.balanced:
-        return "--target-per-class none"
-    transforms = shlex.quote(as_json(prep.transforms))
-    return (
-        f"--target-per-class {prep.target_per_class} --seed {prep.seed}"
-        f" --transforms-json {transforms}"
-    )
+    return balancing_flags(_preprocessing_of(wildcards))
 
 
 # ------------------------------------------------------------------------------ per experiment

@@ -53,18 +53,12 @@ rule merge:
         runtime=60,
     params:
         identity=get_merge_identity,
-        expected_size=config["data"]["expected_image_size"],
+        expected_size=get_setting("merge", "expected_size"),
         raw_dir=get_raw_dir,
         code=get_code("merge"),
+    # flags: leukopipe/workflow/step_commands.py (the benchmark runs the same command)
     shell:
-        "python scripts/merge.py"
-        " --raw-json {input.raw}"
-        " --raw-dir {params.raw_dir:q}"
-        " --expected-size {params.expected_size}"
-        " --workers {threads}"
-        " --index-out {output.index}"
-        " --summary-out {output.summary}"
-        " 2> {log}"
+        get_shell("merge")
 
 
 rule split:
@@ -87,19 +81,12 @@ rule split:
         mem_mb=2000,
         runtime=15,
     params:
-        test_fraction=config["split"]["test_fraction"],
-        val_fraction=config["split"]["val_fraction"],
-        seed=config["split"]["seed"],
-        near_duplicates=config["split"]["near_duplicate_max_distance"],
+        test_fraction=get_setting("split", "test_fraction"),
+        val_fraction=get_setting("split", "val_fraction"),
+        seed=get_setting("split", "seed"),
+        near_duplicates=get_setting("split", "near_duplicates"),
         out_dir=get_split_dir,
         code=get_code("split"),
+    # flags: leukopipe/workflow/step_commands.py (the benchmark runs the same command)
     shell:
-        "python scripts/split.py"
-        " --index {input.index}"
-        " --mode {wildcards.split}"
-        " --test-fraction {params.test_fraction}"
-        " --val-fraction {params.val_fraction}"
-        " --seed {params.seed}"
-        " --near-duplicate-max-distance {params.near_duplicates}"
-        " --out-dir {params.out_dir}"
-        " 2> {log}"
+        get_shell("split")

@@ -85,7 +85,11 @@ def test_per_core_rows(tmp_path: Path) -> None:
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
         paths.append(p)
     rows = bm.per_core(paths, image_size=24, n=3)
-    assert [r.items for r in rows] == [3, 3, 3]
+    assert [r.items for r in rows] == [3] * 7
+    settings = " | ".join(r.setting for r in rows)
+    for part in ("read + sha256", "full decode", "perceptual hash", "nine transforms",
+                 "store write"):
+        assert part in settings
     assert all(r.unit == "img/s/core" and r.rate > 0 for r in rows)
     with pytest.raises(ValueError, match="no image files"):
         bm.per_core([], 24)

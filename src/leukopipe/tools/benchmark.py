@@ -37,7 +37,9 @@ import pandas as pd
 import leukopipe
 from leukopipe.augment.pixel_store import create_store, open_store
 from leukopipe.errors import InvalidInputError
+from leukopipe.workflow.preprocessing import top_level
 from leukopipe.workflow.schema import defaults
+from leukopipe.workflow.step_commands import balancing_flags, step_argv, step_settings
 
 # Where this process imports leukopipe from: step subprocesses import the same copy.
 _IMPORT_ROOT = Path(leukopipe.__file__).resolve().parents[1]
@@ -191,7 +193,8 @@ def data_stage(
     repo: Path,
 ) -> list[Row]:
     """merge -> split -> augment (train part) -> resize (val, test) with the real step scripts
-    of the repository checkout ``repo`` (``scripts/<step>.py``).
+    of the repository checkout ``repo`` (``scripts/<step>.py``), called with the rules' own
+    command lines (:mod:`leukopipe.workflow.step_commands`) and the schema's default settings.
 
     merge and augment run once per worker count (the last run's outputs feed the next step);
     split and resize run once with the largest worker count.
@@ -199,39 +202,43 @@ def data_stage(
     work_dir.mkdir(parents=True, exist_ok=True)
     raw_json = work_dir / "raw.json"
     raw_json.write_text(json.dumps({"raw_dir": str(raw_dir)}))
-    augment = defaults("augment")
+    config = {"data": {**defaults("data"), "expected_image_size": expected_size},
+              "split": defaults("split"),
+              "augment": {**defaults("augment"), "image_size": image_size,
+                          "target_per_class": target_per_class}}
+    located = {"raw_dir": str(raw_dir)}  # the rules' location params
+    sized = {"size": image_size}
     rows: list[Row] = []
     top = max(workers)
     for w in workers:
         index, summary = work_dir / "index.parquet", work_dir / f"summary_w{w}.json"
-        secs, peak, cpu = run_step(["scripts/merge.py", "--raw-json", str(raw_json),
-                               "--raw-dir", str(raw_dir), "--expected-size", str(expected_size),
-                               "--workers", str(w),
-                               "--index-out", str(index), "--summary-out", str(summary)],
-                              work_dir / f"merge_w{w}.log", cwd=repo)
+        argv = step_argv("merge", input={"raw": raw_json},
+                         output={"index": index, "summary": summary},
+                         params={**step_settings("merge", config), **located}, threads=w)
+        secs, peak, cpu = run_step(argv, work_dir / f"merge_w{w}.log", cwd=repo)
         inner = json.loads(summary.read_text())["throughput"]
         rows.append(Row("merge (decode + sha256)", f"{w} worker(s)", inner["images"], secs,
                         inner["images"] / secs, "img/s", peak, load_average(),
                         f"in-step {inner['images_per_s']} img/s; CPU {cpu:.0f} s without "
                         "the forkserver workers (not the step's children)"))
     split_dir = work_dir / "splits"
-    secs, peak, cpu = run_step(["scripts/split.py", "--index", str(work_dir / "index.parquet"),
-                           "--mode", split_mode, "--test-fraction", "0.1", "--val-fraction", "0.1",
-                           "--seed", "42", "--out-dir", str(split_dir)],
-                          work_dir / "split.log", cwd=repo)
+    argv = step_argv("split", input={"index": work_dir / "index.parquet"},
+                     output={"audit": split_dir / "audit.json",
+                             **{p: split_dir / f"{p}.parquet" for p in ("train", "val", "test")}},
+                     params={**step_settings("split", config), "out_dir": split_dir},
+                     wildcards={"split": split_mode})
+    secs, peak, cpu = run_step(argv, work_dir / "split.log", cwd=repo)
     n_index = len(pd.read_parquet(work_dir / "index.parquet", columns=["image_id"]))
     rows.append(Row("split", split_mode, n_index, secs, n_index / secs, "img/s", peak,
                     load_average(), f"CPU {cpu:.0f} s"))
+    balancing = balancing_flags(top_level(config))
     for w in workers:
         stats = work_dir / f"augment_w{w}.json"
-        secs, peak, cpu = run_step(["scripts/augment.py", "--train-manifest",
-                               str(split_dir / "train.parquet"), "--raw-dir", str(raw_dir),
-                               "--image-size", str(image_size), "--seed", str(augment["seed"]),
-                               "--transforms-json", json.dumps(augment["transforms"]),
-                               "--target-per-class", str(target_per_class), "--workers", str(w),
-                               "--manifest-out", str(work_dir / "train_balanced.parquet"),
-                               "--pixels-out", str(work_dir / "train_pixels.npy"),
-                               "--stats-out", str(stats)], work_dir / f"augment_w{w}.log", cwd=repo)
+        argv = step_argv("augment", input={"train": split_dir / "train.parquet"},
+                         output={"manifest": work_dir / "train_balanced.parquet",
+                                 "pixels": work_dir / "train_pixels.npy", "stats": stats},
+                         params={**located, "balancing": balancing}, wildcards=sized, threads=w)
+        secs, peak, cpu = run_step(argv, work_dir / f"augment_w{w}.log", cwd=repo)
         st = json.loads(stats.read_text())
         n = st["generated"] + st["originals"]
         rows.append(Row("augment (materialise)", f"{w} worker(s), {image_size}px", n, secs,
@@ -240,12 +247,11 @@ def data_stage(
                         f"CPU {cpu:.0f} s; in-step {st['images_per_s']} img/s"))
     for part in ("val", "test"):
         n = len(pd.read_parquet(split_dir / f"{part}.parquet", columns=["image_id"]))
-        secs, peak, cpu = run_step(["scripts/resize.py", "--manifest",
-                               str(split_dir / f"{part}.parquet"), "--raw-dir", str(raw_dir),
-                               "--image-size", str(image_size), "--workers", str(top),
-                               "--manifest-out", str(work_dir / f"{part}.parquet"),
-                               "--pixels-out", str(work_dir / f"{part}_pixels.npy")],
-                              work_dir / f"resize_{part}.log", cwd=repo)
+        argv = step_argv("resize", input={"manifest": split_dir / f"{part}.parquet"},
+                         output={"manifest": work_dir / f"{part}.parquet",
+                                 "pixels": work_dir / f"{part}_pixels.npy"},
+                         params=located, wildcards=sized, threads=top)
+        secs, peak, cpu = run_step(argv, work_dir / f"resize_{part}.log", cwd=repo)
         rows.append(Row(f"resize ({part})", f"{top} worker(s), {image_size}px", n, secs,
                         n / secs, "img/s", peak, load_average(), f"CPU {cpu:.0f} s"))
     return rows
@@ -264,24 +270,47 @@ def _rate(fn: Callable[[], Any], n: int, unit: str, stage: str, setting: str,
 
 def per_core(paths: Sequence[Path], image_size: int = 224, n: int = 50) -> list[Row]:
     """Single-process, single-thread cost of the data stage's per-image work (rates and
-    seconds are per CPU second, so they hold on a busy machine too)."""
+    seconds are per CPU second, so they hold on a busy machine too): merge's inspection whole
+    and in its parts (read + sha256, decode, perceptual hash), an original's decode + resize, a
+    generated sample's nine transforms, and one row written into a pixel store."""
+    import hashlib
+
     import torch
+    from PIL import Image
 
     from leukopipe.augment.transforms import AugmentConfig, augment_one
     from leukopipe.data.imageio import load_rgb
     from leukopipe.data.merge import inspect_image
+    from leukopipe.data.near_duplicates import perceptual_hash
 
     if not paths:
         raise InvalidInputError("per_core: no image files given")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
+
+    def each(fn: Callable[[Path], Any]) -> Callable[[], Any]:
+        it = iter([paths[i % len(paths)] for i in range(n)])
+        return lambda: fn(next(it))
+
+    def decode(path: Path) -> Image.Image:
+        with Image.open(path) as im:
+            im.load()
+            return im
+
     try:
-        cyc = [paths[i % len(paths)] for i in range(n)]
-        it = iter(cyc)
-        rows = [_rate(lambda: inspect_image(next(it)), n, "img/s/core", "per core",
-                      "merge: read + sha256 + decode")]
-        it = iter(cyc)
-        rows.append(_rate(lambda: load_rgb(next(it), image_size), n, "img/s/core", "per core",
+        # once untimed: lazy imports (imagehash's DCT) and first-call set-up stay out of the rows
+        perceptual_hash(decode(paths[0]))
+        augment_one(load_rgb(paths[0], image_size), 0, AugmentConfig())
+        rows = [_rate(each(inspect_image), n, "img/s/core", "per core",
+                      "merge: read + sha256 + decode + perceptual hash")]
+        rows.append(_rate(each(lambda p: hashlib.sha256(p.read_bytes()).hexdigest()), n,
+                          "img/s/core", "per core", "merge part: read + sha256"))
+        rows.append(_rate(each(decode), n, "img/s/core", "per core", "merge part: full decode"))
+        decoded = [decode(p) for p in paths[: min(len(paths), n)]]
+        it = iter([decoded[i % len(decoded)] for i in range(n)])
+        rows.append(_rate(lambda: perceptual_hash(next(it)), n, "img/s/core", "per core",
+                          "merge part: perceptual hash (of decoded pixels)"))
+        rows.append(_rate(each(lambda p: load_rgb(p, image_size)), n, "img/s/core", "per core",
                           f"decode + resize to {image_size}px (an original)"))
         img = load_rgb(paths[0], image_size)
         cfg = AugmentConfig()
@@ -289,6 +318,15 @@ def per_core(paths: Sequence[Path], image_size: int = 224, n: int = 50) -> list[
         rows.append(_rate(lambda: augment_one(img, next(seeds), cfg), n, "img/s/core",
                           "per core", f"nine transforms on a {image_size}px image",
                           "excludes decoding its source"))
+        with tempfile.TemporaryDirectory() as tmp:
+            start, cpu0 = time.perf_counter(), time.process_time()
+            with create_store(Path(tmp) / "w.npy", n, image_size) as store:
+                for i in range(n):
+                    store[i] = img
+            secs, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        rows.append(Row("per core", f"store write: {image_size}px rows into a .npy, flushed", n,
+                        cpu, n / max(cpu, 1e-9), "img/s/core", None, load_average(),
+                        f"wall {secs:.3f} s (page cache, then disk)"))
     finally:
         torch.set_num_threads(previous)
     return rows
