@@ -42,6 +42,9 @@ T_PREDICT = "tests/test_evaluate.py::test_predict_cli"
 T_SWEEP = "tests/test_sweep.py::test_cli_runs_a_sweep_and_exits_by_outcome"
 T_SLURM_RUN = "tests/test_slurm_pipeline.py::test_synthetic_pipeline_end_to_end_on_slurm"
 T_CLUSTER = "tests/test_slurm_cluster.py::test_cluster_has_one_idle_node_with_two_gpus"
+T_LITERAL = "tests/test_slurm_profile.py::test_setup_then_the_literal_command_plans_the_real_run"
+T_MAKE_TABLES = "tests/test_pipeline.py::test_make_tables_rebuilds_everything_from_a_reviewers_copy"
+T_SM_REPORT = "tests/test_pipeline.py::test_snakemake_report_packs_the_finished_run"
 
 # command as printed -> the tests that run it (as printed, at tiny size, or its dry-run/--help)
 COVERED: dict[str, tuple[str, ...]] = {
@@ -102,11 +105,15 @@ COVERED: dict[str, tuple[str, ...]] = {
     "sh tools/fetch-gpu-wheels.sh": (T_SHELL,),
     "sh tools/gpu-session.sh $OUT/gpu-check 560": (T_SHELL,),
     # needs a SLURM cluster: dry runs here, the real runs on the test cluster
-    "snakemake --profile profiles/slurm --configfile config.yaml profiles/slurm/smoke-config.yaml":
-        (T_SMOKE,),
-    "snakemake --profile profiles/slurm": (T_SLURM, T_SLURM_RUN),
-    "snakemake --profile profiles/slurm -n": (T_SLURM,),
-    "snakemake --profile profiles/slurm --until fetch_weights": (T_SLURM,),
+    # `--profile slurm` once `make slurm-profile` linked it (T_LITERAL runs both as typed);
+    # the profile itself is dry-run in a workspace and runs for real on the test cluster
+    "make slurm-profile": (T_MAKE, T_LITERAL),
+    "snakemake --profile slurm --configfile config.yaml profiles/slurm/smoke-config.yaml":
+        (T_LITERAL, T_SMOKE),
+    "snakemake --profile slurm": (T_LITERAL, T_SLURM, T_SLURM_RUN),
+    "snakemake --profile profiles/slurm": (T_SLURM, T_SLURM_RUN),  # the path, without the link
+    "snakemake --profile slurm -n": (T_LITERAL, T_SLURM),
+    "snakemake --profile slurm --until fetch_weights": (T_LITERAL, T_SLURM),
     "python scripts/sweep.py --augment-dir results/cnmc-studies/augment/official/224px/none"
     " --out-dir results/cnmc-studies/sweeps/resnet50 --backbone resnet50 --strategy partial"
     " --lrs 1e-4 3e-4 1e-3 --partial-stages 1 2 3 --seeds 0 1 2"
@@ -117,6 +124,10 @@ COVERED: dict[str, tuple[str, ...]] = {
     # on finished results: the tiny pipeline's
     "snakemake --cores 1 results/<run>/report.html --allowed-rules compare report": (T_TABLES,),
     "snakemake --profile profiles/demo results/<run>/report.html": (T_DEMO,),
+    "make tables RUN=<run>": (T_MAKE, T_MAKE_TABLES),
+    "make tables": (T_MAKE, T_MAKE_TABLES),
+    "snakemake --profile profiles/demo --report results/demo/snakemake-report.zip": (
+        T_DEMO, T_SM_REPORT),
     "snakemake --list-changes params": (T_WS,),
     "snakemake --cores all -R <rule>": (T_WS, T_RERUN),
     "snakemake --unlock": (T_WS,),
@@ -125,11 +136,10 @@ COVERED: dict[str, tuple[str, ...]] = {
 
 # printed, but not a command one runs as printed (or not one that can run on the test machines)
 NOT_RUN: dict[str, str] = {
-    "snakemake --report": "a fragment naming Snakemake's own report option",
     "snakemake ... -n": "a fragment: the smoke command above with -n (T_SMOKE runs that)",
     "python -m snakemake": "how a SLURM job starts Snakemake, not a user command",
     "python3 -m venv --system-site-packages": "a line inside tools/gpu-session.sh",
-    "snakemake --profile profiles/slurm --sdm conda": "needs conda, which the test machines do not"
+    "snakemake --profile slurm --sdm conda": "needs conda, which the test machines do not"
     " have; tests/test_envs.py checks the environments it builds",
 }
 
@@ -235,6 +245,8 @@ def test_make_targets_print_the_documented_commands() -> None:
         "stale": "python scripts/stale.py",
         "gpu-check": "scripts/gpu_check.py --out gpu-check",
         "clean-demo": "rm -rf results/demo",
+        "slurm-profile": "tools/link-slurm-profile.sh",
+        "tables": "scripts/compare.py",
         "env": "",  # up to date here: nothing to do, and no error
     }
     assert set(expected) == set(makefile_targets())

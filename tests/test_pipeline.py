@@ -19,6 +19,7 @@ import yaml
 from pipeline_workspace import (
     COPIED,
     FULL_CONFIG,
+    ROOT,
     make_workspace,
     planned_jobs,
     snakemake,
@@ -389,6 +390,30 @@ def test_tables_regenerate_from_stored_results_without_training(done):
                      "report")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (run / "tables/comparison.md").is_file() and (run / "report.html").is_file()
+
+
+
+def test_make_tables_rebuilds_everything_from_a_reviewers_copy(done, tmp_path):
+    """README's reviewer command, as printed: `make tables` on a folder holding only eval/ and
+    the split audits (no config, no Snakemake, no training)."""
+    copy = tmp_path / "reviewer"
+    shutil.copytree(done / RUN / "eval", copy / "eval")
+    for audit in (done / RUN / "splits").glob("*/audit.json"):
+        (copy / audit.parent.relative_to(done / RUN)).mkdir(parents=True)
+        shutil.copy2(audit, copy / audit.relative_to(done / RUN))
+    proc = subprocess.run(["make", "-s", "tables", f"RESULTS={copy}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rel in ("tables/comparison.md", "tables/rows.parquet", "figures/roc.png", "report.html"):
+        assert (copy / rel).is_file(), rel
+    assert "Table 1." in (copy / "tables/comparison.md").read_text()
+
+
+def test_snakemake_report_packs_the_finished_run(done):
+    """README's `snakemake ... --report <zip>` after a run: Snakemake's own report."""
+    proc = snakemake(done, "--report", "snakemake-report.zip")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (done / "snakemake-report.zip").stat().st_size > 0
 
 
 # ---------------------------------------------------------------- a declared output gone missing
