@@ -119,6 +119,8 @@ def test_all_outputs_exist_and_say_what_they_are(done):
     assert pooled["n_test"] == len(index) and pooled["subj_n"] == index["subject"].nunique()
     html = (run / "report.html").read_text()
     assert "Grad-CAM" in html and "Subject-level diagnosis" in html
+    # the banner says what the numbers are: synthetic data; the runs start from weight files
+    assert "Synthetic data" in html and "untrained (random) weights" not in html
 
 
 def test_nothing_changed_nothing_runs(done):

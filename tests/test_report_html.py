@@ -44,8 +44,12 @@ def _record(folder: Path, split: str, backbone: str, strategy: str, acc: float, 
         "experiment": {"name": name, "group": "g", "split": split, "backbone": backbone,
                        "strategy": strategy, "partial_stages": 2, "seed": seed,
                        "dataset": "synthetic C-NMC-layout data (seed 7)"},
+        # as evaluate records them: the weights record the run started from, None from scratch
         "training": {"best_epoch": 2, "image_size": 64,
-                     "train_config": {"pretrained_weights": pretrained}},
+                     "train_config": {"pretrained_weights": None if pretrained in (None, "none")
+                                      else pretrained},
+                     "weights": None if pretrained in (None, "none") else {
+                         "backbone": backbone, "pretrained_tag": "a1_in1k"}},
         "n_test": 60, "n_test_subjects": 12, "metrics": metrics,
         "ci": {"accuracy": [acc - 0.05, acc + 0.04], "weighted_f1": [wf1 - 0.06, wf1 + 0.05],
                "bootstrap": {"unit": "subject"}},
@@ -76,7 +80,8 @@ def test_headline_comes_first_with_best_disjoint_model_leak_and_studies(rows):
     assert "Synthetic data" in body and "untrained (random) weights" in body
     summary = body[body.index("id='summary'"):body.index("<nav>")]
     assert "Best subject-disjoint model" in summary
-    assert "resnet50 (full) on official" in summary and "79.0 % [95 % CI 73.0–84.0]" in summary
+    assert "resnet50 (full) · random init on official" in summary
+    assert "79.0 % [95 % CI 73.0–84.0]" in summary
     # the same backbone on the leaky split, and the difference in points
     assert "+12.0 points" in summary
     assert "Study A" in summary and "published for EfficientNet-B0: 91.22 %" in summary
@@ -115,7 +120,8 @@ def test_confusion_counts_contrast_with_their_cells(mat):
 
 def test_legends_use_readable_names_and_colours_do_not_repeat(rows, tmp_path):
     names = figures.readable_names(rows)
-    assert names["official.resnet18.partial.s0"] == "resnet18 (partial: last 2 stages), official"
+    assert names["official.resnet18.partial.s0"] == (
+        "resnet18 (partial: last 2 stages) · random init, official")
     styles = figures.line_styles(25)
     assert len({(s["color"], s["ls"]) for s in styles}) == 25
     assert len({s["color"] for s in figures.line_styles(11)}) == 11

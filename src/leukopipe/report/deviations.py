@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from leukopipe.report.compare import RANDOM_INIT
 from leukopipe.report.published import load_published
 from leukopipe.train.weight_files import pretraining_data
 from leukopipe.workflow.dinobloom_names import (
@@ -67,6 +68,8 @@ def _pretrained(rows: pd.DataFrame) -> list[str]:
     uses = trained.assign(tag=tags.where(tags.notna(), None)).groupby(
         ["backbone", "tag"], dropna=False
     )["pretrained_weights"].agg(lambda s: s.notna().any())
+    # a run whose record names no weights started from random initialisation
+    uses[uses.index.get_level_values("tag") == RANDOM_INIT] = False
     size = trained["image_size"].dropna()
     at = f" at {int(size.iloc[0])} px" if len(size) and size.nunique() == 1 else ""
     if not uses.any():

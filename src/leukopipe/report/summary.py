@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from leukopipe.report.compare import split_label
+from leukopipe.report.compare import RANDOM_INIT, split_label
 from leukopipe.report.published import load_published
 
 # the C-NMC 2019 challenge ranked entries by weighted F1; accuracy is what both studies print
@@ -60,7 +60,12 @@ def warnings(rows: pd.DataFrame) -> list[str]:
             f"Synthetic data ({'; '.join(synthetic)}): these numbers test the pipeline, they say "
             "nothing about leukaemia cells."
         )
-    untrained = rows["pretrained_weights"].astype(str).str.lower().isin({"none", "false"})
+    # the weights each run's record names (compare's weights_tag); ensembles have none
+    untrained = (
+        rows["weights_tag"].eq(RANDOM_INIT)
+        if "weights_tag" in rows
+        else pd.Series(False, index=rows.index)
+    )
     if untrained.any():
         out.append(
             f"{int(untrained.sum())} of {len(rows)} result(s) start from untrained (random) "
@@ -74,9 +79,16 @@ def _leak_line(best: Any, tested: pd.DataFrame) -> str | None:
     same = tested[(tested["family"] == LEAKY) & (tested["backbone"] == best.backbone)]
     if same.empty:
         return None
-    # the same strategy when it was run, else the best image-level run of the backbone
-    like = same[same["strategy"] == best.strategy]
-    leaky = (like if len(like) else same).sort_values(key, ascending=False).iloc[0]
+    # like for like where it was run: the same strategy and variant (TTA or not), else the
+    # closest there is
+    for like in (
+        same[(same["strategy"] == best.strategy) & (same["variant"] == best.variant)],
+        same[same["variant"] == best.variant],
+        same,
+    ):
+        if len(like):
+            break
+    leaky = like.sort_values(key, ascending=False).iloc[0]
     points = 100 * (leaky[key] - getattr(best, key))
     return (
         f"Same backbone on the leaky image-level split (cells of one patient in training and "
