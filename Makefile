@@ -61,7 +61,7 @@ FIGURES := roc confusion training_curves reliability reliability_calibrated risk
 
 tables: $(STAMP)
 	PYTHONPATH=src $(VENV)/bin/python scripts/compare.py \
-		--metrics $(RESULTS)/eval/*/metrics.json \
+		--metrics $(wildcard $(RESULTS)/eval/*/metrics.json $(RESULTS)/eval/*/tta_metrics.json) \
 		--audits $(RESULTS)/splits/*/audit.json \
 		--tables-dir $(RESULTS)/tables \
 		--figures-dir $(RESULTS)/figures

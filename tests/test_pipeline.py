@@ -409,6 +409,12 @@ def test_make_tables_rebuilds_everything_from_a_reviewers_copy(done, tmp_path):
     for rel in ("tables/comparison.md", "tables/rows.parquet", "figures/roc.png", "report.html"):
         assert (copy / rel).is_file(), rel
     assert "Table 1." in (copy / "tables/comparison.md").read_text()
+    # every result the pipeline's own compare step showed (TTA records included)
+    def shown(rows_file: Path) -> list[str]:
+        files = pd.read_parquet(rows_file)["metrics_file"]
+        return sorted(f[f.index("eval/"):] for f in files)
+
+    assert shown(copy / "tables/rows.parquet") == shown(done / RUN / "tables/rows.parquet")
 
 
 def test_snakemake_report_packs_the_finished_run(done):
