@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from leukopipe.errors import UserError
+from leukopipe.plumbing.errors import UserError
 from leukopipe.workflow.config import typed_overrides, validate
 
 

@@ -37,7 +37,7 @@ from leukopipe.workflow.rules import (
     train_store_dir,
     weights_record,
 )
-from leukopipe.workflow.split_modes import split_id_pattern
+from leukopipe.data.split_modes import split_id_pattern
 from leukopipe.workflow.step_commands import balancing_flags, step_settings, step_shell
 
 RESULTS = results_dir(config)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from leukopipe.augment.plan import materialise, plan_balanced, plan_originals
 from leukopipe.augment.transforms import AugmentConfig
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.readers import read_parquet
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.readers import read_parquet
 
 log = logging.getLogger("augment")
 

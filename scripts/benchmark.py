@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.errors import InvalidInputError
-from leukopipe.tools import benchmark as bm
-from leukopipe.workflow import atomic, cli
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe_tools import benchmark as bm
 
 log = logging.getLogger("benchmark")
 REPO = Path(__file__).resolve().parents[1]  # the checkout whose step scripts are measured

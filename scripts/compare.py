@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leukopipe.plumbing import cli
 from leukopipe.report import compare, figures, protocol, tables
-from leukopipe.workflow import cli
 
 log = logging.getLogger("compare")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from leukopipe.data.download import SOURCES, ensure_raw
 from leukopipe.data.raw_identity import CACHE_NAME, content_digest
 from leukopipe.data.raw_layout import locate
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.provenance import provenance
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.provenance import provenance
 
 log = logging.getLogger("download")
 

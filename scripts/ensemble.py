@@ -16,8 +16,8 @@ from pathlib import Path
 
 from leukopipe.evaluate.ensemble import load_member_predictions, soft_vote
 from leukopipe.evaluate.eval_record import build_record
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.provenance import provenance
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.provenance import provenance
 
 log = logging.getLogger("ensemble")
 

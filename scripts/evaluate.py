@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import load_classifier
 from leukopipe.evaluate.scoring import evaluate, gradcam_grid, train_val_gap
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.hashing import sha256_file
-from leukopipe.workflow.provenance import provenance
-from leukopipe.workflow.readers import read_parquet
-from leukopipe.workflow.schema import defaults
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.hashing import sha256_file
+from leukopipe.plumbing.provenance import provenance
+from leukopipe.plumbing.readers import read_parquet
+from leukopipe.plumbing.schema import defaults
 
 log = logging.getLogger("evaluate")
 GRADCAM = defaults("gradcam")

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from leukopipe.plumbing import cli
+from leukopipe.plumbing.atomic import write_json
 from leukopipe.train.weight_files import weights_path
 from leukopipe.train.weights import fetch, weights_record
-from leukopipe.workflow import cli
-from leukopipe.workflow.atomic import write_json
 
 log = logging.getLogger("fetch_weights")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 # run from a bare checkout with python3 alone: the package is imported from src/
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from leukopipe.tools.gpu_check import main
+from leukopipe_tools.gpu_check import main
 
 if __name__ == "__main__":
     sys.exit(main())

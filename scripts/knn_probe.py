@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.evaluate.knn import run_probe
-from leukopipe.workflow import cli
+from leukopipe.plumbing import cli
 
 log = logging.getLogger("knn_probe")
 

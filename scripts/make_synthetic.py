@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from leukopipe.data.synthetic import SyntheticSpec, generate
-from leukopipe.workflow import cli
+from leukopipe.plumbing import cli
 
 _HELP = {
     "seed": "random seed; the same settings always give byte-identical files",

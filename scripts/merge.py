@@ -15,9 +15,9 @@ from pathlib import Path
 
 from leukopipe.data.merge import build_index, relative_paths
 from leukopipe.data.raw_layout import locate
-from leukopipe.errors import MissingInputError
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.provenance import provenance
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.errors import MissingInputError
+from leukopipe.plumbing.provenance import provenance
 
 log = logging.getLogger("merge")
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.evaluate.pooled_folds import load_parts, pool
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.provenance import provenance
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.provenance import provenance
 
 log = logging.getLogger("pool_folds")
 

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import load_classifier
 from leukopipe.evaluate.predict import (
     NoImagesError,
@@ -26,7 +25,8 @@ from leukopipe.evaluate.predict import (
     predict_paths,
     referral_threshold,
 )
-from leukopipe.workflow import atomic, cli
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.errors import InvalidInputError
 
 log = logging.getLogger("predict")
 

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.errors import MissingInputError
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.errors import MissingInputError
+from leukopipe.plumbing.readers import read_parquet
 from leukopipe.report.html import build_html
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.readers import read_parquet
 
 log = logging.getLogger("report")
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.augment.plan import materialise_plain
-from leukopipe.workflow import cli
-from leukopipe.workflow.readers import read_parquet
+from leukopipe.plumbing import cli
+from leukopipe.plumbing.readers import read_parquet
 
 log = logging.getLogger("resize")
 

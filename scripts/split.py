@@ -17,10 +17,10 @@ from pathlib import Path
 
 from leukopipe.data.folds import assign_folds
 from leukopipe.data.split import SPLITS, audit, check_mode, make_splits
-from leukopipe.workflow import atomic, cli
-from leukopipe.workflow.provenance import provenance
-from leukopipe.workflow.readers import read_parquet
-from leukopipe.workflow.split_modes import SPLIT_MODES, parse_split_id
+from leukopipe.data.split_modes import SPLIT_MODES, parse_split_id
+from leukopipe.plumbing import atomic, cli
+from leukopipe.plumbing.provenance import provenance
+from leukopipe.plumbing.readers import read_parquet
 
 log = logging.getLogger("split")
 

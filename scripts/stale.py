@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.workflow import cli
+from leukopipe.plumbing import cli
 from leukopipe.workflow.stale import stale_outputs
 
 REPO = Path(__file__).resolve().parents[1]

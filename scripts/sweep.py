@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.tools.sweep import CLUSTERS, SweepData, grid, make_executor, run_sweep
+from leukopipe.plumbing import cli
 from leukopipe.train.loop import TrainConfig
 from leukopipe.train.models import STRATEGIES
-from leukopipe.workflow import cli
+from leukopipe.workflow.sweep import CLUSTERS, SweepData, grid, make_executor, run_sweep
 
 log = logging.getLogger("sweep")
 

@@ -16,13 +16,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.errors import UserError
+from leukopipe.plumbing import cli
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.interrupt import exit_with_parent
+from leukopipe.plumbing.readers import read_json
 from leukopipe.train.loop import AMP_MODES, TrainConfig, config_fields, train
 from leukopipe.train.models import STRATEGIES
 from leukopipe.train.weights import check_against_record, recorded_weights
-from leukopipe.workflow import cli
-from leukopipe.workflow.interrupt import exit_with_parent
-from leukopipe.workflow.readers import read_json
 
 log = logging.getLogger("train")
 
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     text = json.dumps(summary, indent=2, sort_keys=True, default=str)
     if args.summary_json is not None:
-        from leukopipe.workflow.atomic import write_text
+        from leukopipe.plumbing.atomic import write_text
 
         write_text(args.summary_json, text + "\n")
     print(text)

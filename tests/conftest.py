@@ -13,14 +13,14 @@ sys.path.insert(0, str(TESTS))
 SLURM_SCOPE = "slurm"
 # modules that start the session's SLURM cluster (one per machine: its daemons, its munge)
 SLURM_MODULES = frozenset(
-    f"tests/{p.name}"
-    for p in TESTS.glob("test_*.py")
+    p.relative_to(TESTS.parent).as_posix()
+    for p in TESTS.rglob("test_*.py")
     if 'pytest_plugins = ["slurm_cluster"]' in p.read_text(encoding="utf-8")
 )
 # The longest scopes start first and side by side: each worker takes two scopes at the start
 # (the SLURM tests and test_pipeline on one, test_gpu_check on the other), then the rest as
 # they free up.
-FIRST = (SLURM_SCOPE, "tests/test_gpu_check.py", "tests/test_pipeline.py")
+FIRST = (SLURM_SCOPE, "tests/tools/test_gpu_check.py", "tests/integration/test_pipeline.py")
 
 
 def _scope(nodeid: str) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """scripts/train.py with every epoch made LEUKOPIPE_TEST_EPOCH_PAUSE seconds longer.
 
-For the preemption and time-limit tests (tests/test_preemption.py): a time limit or a requeue
+For the preemption and time-limit tests (tests/train/test_preemption.py): a time limit or a requeue
 must fall in the middle of a run whose epochs are otherwise a fraction of a second. The pause
 is a sleep after each epoch's validation pass; it changes timing only, never results, so the
 paced run and its unpaced retry must still reproduce an undisturbed run exactly.

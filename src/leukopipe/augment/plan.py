@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from leukopipe.augment.pixel_store import create_store
 from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.data.imageio import load_rgb
-from leukopipe.errors import InvalidInputError
-from leukopipe.workflow.atomic import write_parquet
-from leukopipe.workflow.interrupt import stop_on_signals
-from leukopipe.workflow.progress import Progress
-from leukopipe.workflow.workers import run_pool
+from leukopipe.data.pixel_store import create_store
+from leukopipe.plumbing.atomic import write_parquet
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.interrupt import stop_on_signals
+from leukopipe.plumbing.progress import Progress
+from leukopipe.plumbing.workers import run_pool
 
 if TYPE_CHECKING:
     from leukopipe.augment.transforms import AugmentConfig

@@ -42,8 +42,8 @@ import torch
 import torchvision.transforms.v2.functional as F  # noqa: N812  (torchvision's own idiom)
 from torchvision.transforms import InterpolationMode
 
-from leukopipe.errors import InvalidInputError
-from leukopipe.workflow.schema import defaults
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.schema import defaults
 
 # Bump when the meaning of a params dict changes, so old manifests are rejected, not misread.
 PARAMS_VERSION = 1

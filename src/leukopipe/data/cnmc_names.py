@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from leukopipe.errors import InvalidInputError
+from leukopipe.plumbing.errors import InvalidInputError
 
 # The one class table; index = label: 0 = Hem (healthy), 1 = ALL (leukemic).
 CLASS_NAMES = ("hem", "all")  # as in file and folder names, manifests and checkpoints

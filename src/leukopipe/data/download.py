@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from leukopipe import __version__
 from leukopipe.data.kaggle import fetch_kaggle, kaggle_link
-from leukopipe.errors import InvalidInputError, MissingInputError, UserError
-from leukopipe.workflow.diskspace import disk_full, free_bytes
-from leukopipe.workflow.hashing import CHUNK, sha256_file, update_from_file
+from leukopipe.plumbing.diskspace import disk_full, free_bytes
+from leukopipe.plumbing.errors import InvalidInputError, MissingInputError, UserError
+from leukopipe.plumbing.hashing import CHUNK, sha256_file, update_from_file
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leukopipe.errors import InvalidInputError
+from leukopipe.plumbing.errors import InvalidInputError
 
 
 def assign_folds(index: pd.DataFrame, folds: int, seed: int) -> pd.Series:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from leukopipe.errors import UserError
+from leukopipe.plumbing.errors import UserError
 
 
 class MissingImageError(UserError, FileNotFoundError):

@@ -20,8 +20,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from leukopipe.errors import UserError
-from leukopipe.workflow.atomic import write_json
+from leukopipe.plumbing.atomic import write_json
+from leukopipe.plumbing.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from leukopipe.data.debris import find_debris, is_debris
 from leukopipe.data.imageio import image_problem
 from leukopipe.data.near_duplicates import perceptual_hash
 from leukopipe.data.raw_layout import RawDataError, RawLayout
-from leukopipe.workflow.progress import Progress
-from leukopipe.workflow.workers import run_pool
+from leukopipe.plumbing.progress import Progress
+from leukopipe.plumbing.workers import run_pool
 
 INDEX_COLUMNS = [
     "image_id",

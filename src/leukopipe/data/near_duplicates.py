@@ -18,7 +18,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from leukopipe.errors import InvalidInputError
+from leukopipe.plumbing.errors import InvalidInputError
 
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE

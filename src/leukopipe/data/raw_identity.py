@@ -21,9 +21,9 @@ from typing import Any
 from leukopipe.data.debris import debris_kind
 from leukopipe.data.download import archive_stem, raw_folder
 from leukopipe.data.raw_layout import RawDataError
-from leukopipe.errors import UserError
-from leukopipe.workflow.atomic import write_json
-from leukopipe.workflow.hashing import sha256_file
+from leukopipe.plumbing.atomic import write_json
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leukopipe.data.debris import is_debris
-from leukopipe.errors import UserError
+from leukopipe.plumbing.errors import UserError
 
 LABELS_CSV = "C-NMC_test_prelim_phase_data_labels.csv"
 PRELIM = "C-NMC_test_prelim_phase_data"

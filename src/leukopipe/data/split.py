@@ -23,8 +23,8 @@ import pandas as pd
 
 from leukopipe.data.folds import assign_folds
 from leukopipe.data.near_duplicates import HASH_BITS, HASH_NAME, close_pairs
-from leukopipe.errors import InvalidInputError
-from leukopipe.workflow.split_modes import mode_of, parse_split_id
+from leukopipe.data.split_modes import mode_of, parse_split_id
+from leukopipe.plumbing.errors import InvalidInputError
 
 SPLITS = ("train", "val", "test")
 MAX_LISTED_PAIRS = 50  # near-duplicate pairs listed per pair of splits (all are counted)
@@ -119,7 +119,7 @@ def _cv_fold(df: pd.DataFrame, split: str, test_fraction: float, val_fraction: f
     return train, val, test
 
 
-# The implementation of each mode of the registry (leukopipe.workflow.split_modes.SPLIT_MODES).
+# The implementation of each mode of the registry (leukopipe.data.split_modes.SPLIT_MODES).
 MAKERS: dict[str, Maker] = {
     "image": _image,
     "patient": _patient,

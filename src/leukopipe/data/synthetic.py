@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from leukopipe.errors import InvalidInputError
-from leukopipe.workflow.atomic import atomic_path, write_json, write_text
+from leukopipe.plumbing.atomic import atomic_path, write_json, write_text
+from leukopipe.plumbing.errors import InvalidInputError
 
 __all__ = [
     "CLASS_STRENGTH",

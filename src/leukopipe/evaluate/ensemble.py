@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leukopipe.errors import InvalidInputError
-from leukopipe.workflow.readers import read_parquet
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.readers import read_parquet
 
 KEYS = ["image_id", "subject", "label"]
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import Classifier
+from leukopipe.plumbing.errors import InvalidInputError
 
 GROUPS = (
     ("ALL, called ALL", 1, True),

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from leukopipe.errors import InvalidInputError
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.progress import Progress
 from leukopipe.train.checkpoint_saver import load_checkpoint
 from leukopipe.train.device import pick_device
-from leukopipe.workflow.progress import Progress
 
 
 @dataclass

@@ -18,17 +18,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from leukopipe.augment.pixel_store import open_store
 from leukopipe.data.cnmc_names import CLASS_NAMES
-from leukopipe.errors import InvalidInputError
+from leukopipe.data.pixel_store import open_store
 from leukopipe.evaluate import metrics
 from leukopipe.evaluate.eval_record import build_record
 from leukopipe.evaluate.inference import Classifier
+from leukopipe.plumbing import atomic
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.provenance import provenance
 from leukopipe.train.device import pick_device
 from leukopipe.train.models import build_model, normalisation
 from leukopipe.train.weights import check_against_record, load_pretrained
-from leukopipe.workflow import atomic
-from leukopipe.workflow.provenance import provenance
 
 KS: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100, 200)
 TEMPERATURE = 0.07

@@ -14,10 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from leukopipe.errors import InvalidInputError
+from leukopipe.data.split_modes import family, parse_split_id, pooled_name
 from leukopipe.evaluate.eval_record import pooled_record
-from leukopipe.workflow.readers import read_json, read_parquet
-from leukopipe.workflow.split_modes import family, parse_split_id, pooled_name
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.readers import read_json, read_parquet
 
 
 def load_parts(

@@ -16,10 +16,10 @@ from leukopipe.data.imageio import (
     UnsuitableImageError,
     read_rgb,
 )
-from leukopipe.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.evaluate.inference import Classifier, predict_batch
-from leukopipe.workflow.hashing import sha256_file
-from leukopipe.workflow.readers import read_json
+from leukopipe.plumbing.errors import InvalidInputError, MissingInputError, UserError
+from leukopipe.plumbing.hashing import sha256_file
+from leukopipe.plumbing.readers import read_json
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")

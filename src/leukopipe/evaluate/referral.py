@@ -17,8 +17,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.metrics import check_predictions
+from leukopipe.plumbing.errors import InvalidInputError
 
 Criterion = Literal["accuracy", "sensitivity"]
 

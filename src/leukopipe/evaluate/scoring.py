@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leukopipe.augment.pixel_store import open_store
-from leukopipe.errors import InvalidInputError
+from leukopipe.data.pixel_store import open_store
 from leukopipe.evaluate.eval_record import CONVENTION, build_record
 from leukopipe.evaluate.inference import Classifier, predict_store
 from leukopipe.evaluate.tta import predict_store_tta
+from leukopipe.plumbing.errors import InvalidInputError
 
 __all__ = ["CONVENTION", "evaluate", "score", "train_val_gap"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from leukopipe.errors import InvalidInputError
 from leukopipe.evaluate.inference import Classifier, predict_batch
-from leukopipe.workflow.progress import Progress
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.progress import Progress
 
 # (number of 90-degree rotations, horizontal flip first?)
 DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from leukopipe.workflow.atomic import write_text
+from leukopipe.plumbing.atomic import write_text
 
 
 @dataclass(frozen=True)

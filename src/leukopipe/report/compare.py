@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leukopipe.errors import InvalidInputError
+from leukopipe.data.split_modes import family, parse_split_id
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.readers import read_json
 from leukopipe.report.protocol import group_protocol
 from leukopipe.train.weight_files import split_tag
-from leukopipe.workflow.readers import read_json
-from leukopipe.workflow.split_modes import family, parse_split_id
 
 # column -> (metrics.json key, header); percentages as in Study A's Table 2
 MAIN_COLUMNS = {

@@ -9,13 +9,13 @@ import pandas as pd
 
 from leukopipe.report.compare import RANDOM_INIT
 from leukopipe.report.published import load_published
-from leukopipe.train.weight_files import pretraining_data
-from leukopipe.workflow.dinobloom_names import (
+from leukopipe.train.dinobloom_names import (
     TRAINED_SIZE,
     ZENODO_RECORD,
     architecture,
     is_dinobloom,
 )
+from leukopipe.train.weight_files import pretraining_data
 
 
 def _image_split(rows: pd.DataFrame) -> list[str]:

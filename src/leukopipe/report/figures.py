@@ -17,10 +17,10 @@ import pandas as pd
 
 from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.evaluate import metrics, referral
+from leukopipe.plumbing.atomic import atomic_path
+from leukopipe.plumbing.readers import read_parquet
 from leukopipe.report.captions import FIGURES
 from leukopipe.report.compare import split_label
-from leukopipe.workflow.atomic import atomic_path
-from leukopipe.workflow.readers import read_parquet
 
 DPI = 120
 WIDTH = 8.3  # inches: 1,000 px at DPI, the width the report shows figures at

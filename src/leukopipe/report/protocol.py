@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from leukopipe.errors import UserError
-from leukopipe.workflow.readers import read_json
-from leukopipe.workflow.split_modes import SPLIT_MODES, family, mode_name, parse_split_id
+from leukopipe.data.split_modes import SPLIT_MODES, family, mode_name, parse_split_id
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.readers import read_json
 
 # rows.parquet columns taken from the audits (summed over the folds of a pooled row)
 COUNT_COLUMNS = (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukopipe.plumbing import atomic
 from leukopipe.report import literature
 from leukopipe.report.captions import SECTIONS, TABLES
 from leukopipe.report.compare import (
@@ -20,7 +21,6 @@ from leukopipe.report.compare import (
 )
 from leukopipe.report.deviations import deviations
 from leukopipe.report.published import citations
-from leukopipe.workflow import atomic
 
 
 @dataclass(frozen=True)

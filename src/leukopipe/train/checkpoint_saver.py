@@ -35,11 +35,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from leukopipe.errors import MissingInputError, UserError
+from leukopipe.plumbing.atomic import atomic_path, write_json, write_parquet
+from leukopipe.plumbing.errors import MissingInputError, UserError
+from leukopipe.plumbing.hashing import sha256_file
+from leukopipe.plumbing.provenance import provenance
 from leukopipe.train.models import build_model
-from leukopipe.workflow.atomic import atomic_path, write_json, write_parquet
-from leukopipe.workflow.hashing import sha256_file
-from leukopipe.workflow.provenance import provenance
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from leukopipe.data.download import ChecksumError, download_file
-from leukopipe.errors import UserError
-from leukopipe.workflow.dinobloom_names import TRAINED_SIZE, VARIANTS, DinoBloomVariant
-from leukopipe.workflow.hashing import sha256_file
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.hashing import sha256_file
+from leukopipe.train.dinobloom_names import TRAINED_SIZE, VARIANTS, DinoBloomVariant
 
 log = logging.getLogger(__name__)
 

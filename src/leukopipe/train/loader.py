@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from leukopipe.augment.pixel_store import open_store
-from leukopipe.errors import InvalidInputError
+from leukopipe.data.pixel_store import open_store
+from leukopipe.plumbing.errors import InvalidInputError
 
 MAX_AUTO_WORKERS = 8
 

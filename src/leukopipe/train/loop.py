@@ -44,7 +44,12 @@ from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
-from leukopipe.errors import InvalidInputError
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.interrupt import StepInterrupted, StopFlag, stop_on_signals
+from leukopipe.plumbing.progress import Progress, duration
+from leukopipe.plumbing.provenance import code_provenance, code_version
+from leukopipe.plumbing.readers import read_parquet
+from leukopipe.plumbing.schema import defaults
 from leukopipe.train.checkpoint_saver import CheckpointSaver
 from leukopipe.train.checkpoint_saver import load_checkpoint as load_checkpoint  # re-exported
 from leukopipe.train.device import numerics, pick_device
@@ -66,11 +71,6 @@ from leukopipe.train.models import (
     set_train_mode,
 )
 from leukopipe.train.weights import load_pretrained
-from leukopipe.workflow.interrupt import StepInterrupted, StopFlag, stop_on_signals
-from leukopipe.workflow.progress import Progress, duration
-from leukopipe.workflow.provenance import code_provenance, code_version
-from leukopipe.workflow.readers import read_parquet
-from leukopipe.workflow.schema import defaults
 
 log = logging.getLogger(__name__)
 

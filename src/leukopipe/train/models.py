@@ -10,7 +10,7 @@ blocks, the final norm and the head.
 Frozen BatchNorms stay in eval mode (:func:`set_train_mode`) rather than being swapped for
 timm's ``FrozenBatchNorm2d`` (``timm.utils.freeze``): the outputs are the same, but the swap
 changes module types and drops ``num_batches_tracked`` from checkpoints, and covers only 2-D
-BatchNorms (see tests/test_models.py). Layer-wise learning-rate decay is timm's own
+BatchNorms (see tests/train/test_models.py). Layer-wise learning-rate decay is timm's own
 ``param_groups_layer_decay`` (:func:`optimizer_param_groups`).
 """
 
@@ -26,9 +26,9 @@ import torch
 from timm.optim import param_groups_layer_decay
 from torch import nn
 
-from leukopipe.errors import InvalidInputError
-from leukopipe.workflow.backbone_names import patch_grid_problem, patch_size
-from leukopipe.workflow.dinobloom_names import TRAINED_SIZE, architecture, is_dinobloom
+from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.train.dinobloom_names import TRAINED_SIZE, architecture, is_dinobloom
+from leukopipe.train.patch_grid import patch_grid_problem, patch_size
 
 Strategy = Literal["frozen", "partial", "full"]
 STRATEGIES: tuple[str, ...] = ("frozen", "partial", "full")

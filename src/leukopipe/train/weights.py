@@ -20,13 +20,13 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from leukopipe.errors import UserError
+from leukopipe.plumbing.atomic import atomic_path, write_json
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.hashing import sha256_file
 from leukopipe.train import dinobloom
+from leukopipe.train.dinobloom_names import is_dinobloom
 from leukopipe.train.models import classifier_names, is_head_key
 from leukopipe.train.weight_files import fetch_command, meta_path, pretraining_data
-from leukopipe.workflow.atomic import atomic_path, write_json
-from leukopipe.workflow.dinobloom_names import is_dinobloom
-from leukopipe.workflow.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,13 @@ import jsonschema
 import jsonschema.exceptions
 import yaml
 
-from leukopipe.errors import UserError
+from leukopipe.data.split_modes import SPLIT_MODES, parse_split_id
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.schema import fill_defaults, load_schema
+from leukopipe.train.patch_grid import patch_grid_problem
 from leukopipe.workflow.backbone_names import (
     Backbone,
     lookup,
-    patch_grid_problem,
     patch_sizes,
     similar,
 )
@@ -31,8 +33,6 @@ from leukopipe.workflow.preprocessing import (
     group_preprocessing,
     top_level,
 )
-from leukopipe.workflow.schema import fill_defaults, load_schema
-from leukopipe.workflow.split_modes import SPLIT_MODES, parse_split_id
 
 # Keys that earlier versions had; the message says where the setting went.
 RETIRED_KEYS = {
@@ -236,7 +236,7 @@ def _check_split_modes(config: dict[str, Any]) -> None:
             allowed = ", ".join(json.dumps(name) for name in SPLIT_MODES)
             raise ConfigError(
                 f"config error: experiments[{gi}].split = {json.dumps(mode)} is not allowed;"
-                f" expected one of {allowed} (the split modes of leukopipe.workflow.split_modes)"
+                f" expected one of {allowed} (the split modes of leukopipe.data.split_modes)"
             )
 
 

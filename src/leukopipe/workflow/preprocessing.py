@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from leukopipe.errors import UserError
+from leukopipe.plumbing.errors import UserError
+from leukopipe.plumbing.schema import defaults
 from leukopipe.workflow.backbone_names import lookup
-from leukopipe.workflow.schema import defaults
 
 NO_AUGMENTATION = "none"  # a group's ``augment``: the resized originals, no class balancing
 PRETRAINED_SIZE = "pretrained"  # a group's ``image_size``: the backbones' pretrained input size

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from leukopipe.errors import UserError
+from leukopipe.data.split_modes import parse_split_id, pooled_name
+from leukopipe.plumbing.errors import UserError
 from leukopipe.workflow.config import (
     Experiment,
     expand_ensembles,
@@ -20,7 +21,6 @@ from leukopipe.workflow.config import (
     preprocessings,
     used_splits,
 )
-from leukopipe.workflow.split_modes import parse_split_id, pooled_name
 
 
 @contextlib.contextmanager

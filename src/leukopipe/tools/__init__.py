@@ -1,1 +1,0 @@
-"""Tools outside the workflow's DAG: benchmark and sweep."""

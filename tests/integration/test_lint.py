@@ -1,0 +1,49 @@
+"""The code-quality gates of the project run as tests, so CI enforces them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        [str(BIN / "ruff"), "check", "."],
+        [str(BIN / "snakemake"), "--lint"],
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules/"],
+    ],
+    ids=["ruff", "snakemake-lint", "snakefmt"],
+)
+def test_clean(cmd):
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("profile", ["demo", "slurm"])
+def test_profiles_print_failed_jobs_logs(profile):
+    # without it a failed cluster job says only "check log file(s) for error details"
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    settings = yaml.safe_load((root / "profiles" / profile / "config.yaml").read_text())
+    assert settings.get("show-failed-logs") is True
+
+
+@pytest.mark.parametrize("script", ["sweep.py", "augment.py"])
+def test_help_is_whole_and_states_each_default_once(script):
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "scripts" / script), "--help"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    description = out.split("\n\n")[1]
+    assert description.rstrip().endswith("."), description  # not cut off mid-sentence
+    options = out.split("options:")[1]
+    for block in re.split(r"\n  (?=-)", options):
+        assert len(re.findall(r"\bdefault", block, flags=re.IGNORECASE)) <= 1, block
