@@ -180,10 +180,12 @@ def gradcam_image(
 ) -> float:
     """Grad-CAM of the called class for one image, saved beside the input as a PNG figure;
     returns the probability of ALL."""
-    from leukopipe.evaluate import gradcam
-    from leukopipe.report import figures  # deferred: only this option needs them
+    from leukopipe.evaluate import (
+        gradcam,
+        gradcam_figures,  # deferred: matplotlib only for this option
+    )
 
     image = read_rgb(path, clf.image_size)
     cam, prob = gradcam.gradcam(clf, image[None], stage=stage)
-    figures.gradcam_single_figure(image, cam[0], float(prob[0]), path.name, out, alpha)
+    gradcam_figures.gradcam_single_figure(image, cam[0], float(prob[0]), path.name, out, alpha)
     return float(prob[0])

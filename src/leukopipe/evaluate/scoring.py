@@ -115,8 +115,10 @@ def gradcam_grid(
 ) -> list[tuple[str, list[int]]]:
     """Grad-CAM overlays of sample test cells (both classes, called right and wrong) as one
     PNG grid; returns the chosen manifest rows per group."""
-    from leukopipe.evaluate import gradcam
-    from leukopipe.report import figures  # deferred: only the grid needs them
+    from leukopipe.evaluate import (
+        gradcam,
+        gradcam_figures,  # deferred: matplotlib only for the grid
+    )
 
     pixels = open_store(test_pixels)
     rows = test["store_row"].to_numpy() if "store_row" in test else np.arange(len(test))
@@ -135,5 +137,5 @@ def gradcam_grid(
                 (images[i], cams[i], float(probs[i]), str(ids[i])) for i in range(len(positions))
             ]
         panels.append((group, cells))
-    figures.gradcam_grid_figure(panels, out, title, alpha)
+    gradcam_figures.gradcam_grid_figure(panels, out, title, alpha)
     return chosen
