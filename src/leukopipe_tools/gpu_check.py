@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from leukopipe.plumbing import atomic
+from leukopipe_tools.gpu_summary import render
 from leukopipe_tools.process_group import Outcome, run_bounded
 
 REPO = Path(__file__).resolve().parents[3]
@@ -172,8 +173,6 @@ class Check:
         self._say(f"[gpu-check {time.monotonic() - self.start:5.0f}s] {msg}")
 
     def write_summary(self) -> Path:
-        from leukopipe_tools.gpu_summary import render
-
         text = render(self)
         path = self.out / SUMMARY_NAME
         atomic.write_text(path, text)

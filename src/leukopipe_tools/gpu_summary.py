@@ -1,7 +1,8 @@
 """The GPU check's one summary: a compact markdown page (< 200 KB) of everything it measured.
 
-Rendered from the :class:`~leukopipe_tools.gpu_check.Check` state after every part, so that a
-run stopped half-way still leaves what it finished.
+Rendered from the GPU check's state (anything shaped like :class:`SummarySource`, in practice
+``gpu_check.Check``) after every part, so that a run stopped half-way still leaves what it
+finished. It knows the check only through that shape, so the two modules import in one direction.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import yaml
-
-if TYPE_CHECKING:
-    from leukopipe_tools.gpu_check import Check
 
 MAX_BYTES = 200_000
 RATIO_TARGET = 0.9
@@ -195,7 +194,18 @@ def _bench(part: Any, device: str) -> list[str]:
     return [*out, ""]
 
 
-def render(check: Check) -> str:
+class SummarySource(Protocol):
+    """What the summary reads of a running check."""
+
+    start: float
+    device: str
+    scale: Any  # has .name
+    env_info: dict[str, Any]
+    budgets: dict[str, float]
+    parts: Mapping[str, Any]  # name -> PartResult (name, status, seconds, detail, data)
+
+
+def render(check: SummarySource) -> str:
     """The summary page of ``check`` as it stands now."""
     env = check.env_info
     elapsed = time.monotonic() - check.start
