@@ -11,7 +11,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
 GPU_CHECK_OUT ?= gpu-check
 
-.PHONY: env demo test lint benchmark stale gpu-check clean-demo slurm-profile tables
+.PHONY: env demo test test-benchmarks lint benchmark stale gpu-check clean-demo slurm-profile tables
 
 env: $(STAMP)
 
@@ -33,6 +33,10 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -ra -n $(TEST_WORKERS)
+
+# The tests that assert wall-clock times (machine- and load-dependent), outside `make test`.
+test-benchmarks: $(STAMP)
+	$(VENV)/bin/pytest -ra -n 0 -m benchmark
 
 # Throughput of the data stage, loader, training loop and inference on this machine;
 # appends stamped rows to docs/benchmarks.md.

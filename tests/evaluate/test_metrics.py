@@ -490,6 +490,7 @@ def test_bootstrap_level_orders_widths() -> None:
         lm.bootstrap_ci(y, p, level=95)
 
 
+@pytest.mark.benchmark
 def test_bootstrap_is_fast() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)

@@ -246,6 +246,7 @@ def test_make_targets_print_the_documented_commands() -> None:
         "gpu-check": "scripts/gpu_check.py --out gpu-check",
         "clean-demo": "rm -rf results/demo",
         "slurm-profile": "tools/link-slurm-profile.sh",
+        "test-benchmarks": "pytest -ra -n 0 -m benchmark",
         "tables": "scripts/compare.py",
         "env": "",  # up to date here: nothing to do, and no error
     }
