@@ -14,19 +14,13 @@ stops the workers and exits 143 without leaving a half-written file.
 
 from __future__ import annotations
 
-import json
-import logging
+import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.augment.plan import materialise, plan_balanced, plan_originals
-from leukopipe.augment.transforms import AugmentConfig
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.readers import read_parquet
-
-log = logging.getLogger("augment")
+from leukopipe.augment.plan import AugmentRequest, augment_step
+from leukopipe.plumbing import cli
 
 
 def _target(text: str) -> int | None:
@@ -34,7 +28,8 @@ def _target(text: str) -> int | None:
     return None if text.lower() == "none" else int(text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument(
         "--train-manifest", required=True, type=Path, help="train.parquet from the split step"
@@ -71,43 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--stats-out", type=Path, default=None, help="optional JSON with counts and throughput"
     )
     args = p.parse_args(argv)
+    if args.target_per_class is not None and (args.seed is None or args.transforms_json is None):
+        p.error("balancing (--target-per-class N) needs --seed and --transforms-json")
+    return args
 
-    train = read_parquet(args.train_manifest)
-    if args.target_per_class is None:
-        cfg = None
-        plan = plan_originals(train)
-    else:
-        if args.seed is None or args.transforms_json is None:
-            p.error("balancing (--target-per-class N) needs --seed and --transforms-json")
-        cfg = AugmentConfig.from_dict(json.loads(args.transforms_json))
-        plan = plan_balanced(train, args.target_per_class, args.seed)
-    start = time.perf_counter()
-    manifest = materialise(
-        plan,
-        args.image_size,
-        cfg,
-        args.pixels_out,
-        workers=args.workers,
-        progress=True,
-        raw_dir=args.raw_dir,
-        # written before the store is published: a store never stands without its manifest
-        manifest_path=args.manifest_out,
-    )
-    seconds = time.perf_counter() - start
-    n_gen = int(manifest["generated"].sum())
-    stats = {
-        "per_class": {k: int(v) for k, v in manifest["class_name"].value_counts().items()},
-        "generated": n_gen,
-        "originals": len(manifest) - n_gen,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(manifest) / seconds, 1) if seconds else None,
-        "workers": args.workers,
-    }
-    if args.stats_out:
-        atomic.write_json(args.stats_out, stats)
-    log.info(
-        "training set: %s (%d generated) in %.1f s", stats["per_class"], n_gen, seconds
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    augment_step(AugmentRequest(**vars(parse_args(argv))))
     return 0
 
 

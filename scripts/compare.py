@@ -12,18 +12,17 @@ results/<run>/weights/*.json are all it needs.
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.plumbing import cli
-from leukopipe.report import compare, figures, protocol, tables
-
-log = logging.getLogger("compare")
+from leukopipe.report.compare_step import compare_step
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument(
         "--metrics",
@@ -43,13 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tables-dir", required=True, type=Path, help="folder for comparison.{md,csv,tex}"
     )
     p.add_argument("--figures-dir", required=True, type=Path, help="folder for the PNG figures")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    rows = compare.flat_rows(compare.load_records(args.metrics))
-    rows = protocol.with_audits(rows, protocol.load_audits(args.audits))
-    tables.write(rows, args.tables_dir)
-    figures.comparison_figures(rows, args.figures_dir)
-    log.info("compared %d experiment(s): %s", len(rows), args.tables_dir / "comparison.md")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    compare_step(**vars(parse_args(argv)))
     return 0
 
 

@@ -10,22 +10,18 @@ generates the synthetic dataset in the C-NMC on-disk layout. The copy is then re
 
 from __future__ import annotations
 
-import json
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.data.download import SOURCES, ensure_raw
-from leukopipe.data.raw_identity import CACHE_NAME, content_digest
-from leukopipe.data.raw_layout import locate
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.provenance import provenance
-
-log = logging.getLogger("download")
+from leukopipe.data.download import SOURCES
+from leukopipe.data.download_step import DownloadRequest, download_step
+from leukopipe.plumbing import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument(
         "--source",
@@ -83,40 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     p.add_argument("--out", required=True, type=Path, help="raw.json to write")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    info = ensure_raw(
-        args.source,
-        args.raw_dir,
-        url=args.url or None,
-        sha256=args.sha256 or None,
-        archive_dir=args.archive_dir,
-        synthetic={**json.loads(args.synthetic_json), "workers": args.workers},
-        progress=not args.no_progress,
-        raw_archive=args.raw_archive,
-        kaggle={
-            "handle": args.kaggle_handle,
-            "version": args.kaggle_version,
-            "cache_dir": args.kaggle_cache_dir,
-        },
-    )
-    layout = locate(args.raw_dir)
-    record = {
-        **info,
-        # what the data are: merge reruns when the copy no longer matches this digest
-        "content_digest": content_digest(args.raw_dir, args.out.parent / CACHE_NAME),
-        "layout": layout.describe(),
-        # where the copy was at this step: provenance only (steps get the location at run time)
-        "raw_dir": str(args.raw_dir),
-        "provenance": provenance(),
-    }
-    atomic.write_json(args.out, record)
-    log.info(
-        "raw data ready at %s (layout %s, %d fold(s))",
-        layout.root,
-        layout.layout,
-        len(layout.folds),
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    download_step(DownloadRequest(**vars(parse_args(argv))))
     return 0
 
 

@@ -7,20 +7,17 @@ Skips the download when the file already exists.
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.plumbing import cli
-from leukopipe.plumbing.atomic import write_json
-from leukopipe.train.weight_files import weights_path
-from leukopipe.train.weights import fetch, weights_record
-
-log = logging.getLogger("fetch_weights")
+from leukopipe.train.weights import fetch_step
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument("--backbone", required=True, help="timm model name, e.g. resnet50")
     p.add_argument("--out", type=Path, default=None,
@@ -29,12 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="download again even if the file exists")
     p.add_argument("--record-out", type=Path, default=None,
                    help="also write a JSON record of the file (sha256, timm tag) here")
-    args = p.parse_args(argv)
-    out = args.out or weights_path("resources/weights", args.backbone)
-    path = fetch(args.backbone, out, force=args.force)
-    if args.record_out is not None:
-        write_json(args.record_out, weights_record(path, args.backbone))
-    log.info("weights for %s at %s", args.backbone, path)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    fetch_step(**vars(parse_args(argv)))
     return 0
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-import time
 from pathlib import Path
 
-from leukopipe.data.synthetic import SyntheticSpec, generate
+from leukopipe.data.synthetic import SyntheticSpec, make_synthetic_step
 from leukopipe.plumbing import cli
 
 _HELP = {
@@ -62,16 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    names = [f.name for f in dataclasses.fields(SyntheticSpec)]
-    spec = SyntheticSpec(**{n: (tuple(v) if isinstance(v := getattr(args, n), list) else v)
-                            for n in names})
-    start = time.monotonic()
-    summary = generate(args.root, spec, workers=args.workers)
-    counts = summary["counts"]
-    print(json.dumps({"root": str(args.root), "counts": counts,
-                      "fingerprint": summary["fingerprint"],
-                      "seconds": round(time.monotonic() - start, 1)}, indent=2))
+    make_synthetic_step(vars(build_parser().parse_args(argv)))
     return 0
 
 

@@ -7,22 +7,17 @@ and writes index.parquet and summary.json. Stops with a list of every bad file o
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.data.merge import build_index, relative_paths
-from leukopipe.data.raw_layout import locate
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.errors import MissingInputError
-from leukopipe.plumbing.provenance import provenance
-
-log = logging.getLogger("merge")
+from leukopipe.data.merge import merge_step
+from leukopipe.plumbing import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument(
         "--raw-json",
@@ -45,40 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="processes decoding and hashing images")
     p.add_argument("--index-out", required=True, type=Path, help="index.parquet to write")
     p.add_argument("--summary-out", required=True, type=Path, help="summary.json to write")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    if not args.raw_json.is_file():
-        raise MissingInputError(f"{args.raw_json}: not found; run the download step first")
-    layout = locate(args.raw_dir)
-    start = time.perf_counter()
-    index, summary = build_index(layout, args.expected_size or None, args.workers, args.raw_dir)
-    # the data are known by content, not by place: paths relative to the raw folder
-    index["path"] = relative_paths(index["path"], args.raw_dir)
-    seconds = time.perf_counter() - start
-    summary["throughput"] = {
-        "images": len(index),
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(index) / seconds, 1) if seconds else None,
-        "workers": args.workers,
-    }
-    summary["provenance"] = provenance()
-    debris = summary["skipped_debris"]
-    if debris["count"]:
-        log.info(
-            "skipped %d piece(s) of archive debris, %d bytes (%s)",
-            debris["count"],
-            debris["bytes"],
-            ", ".join(f"{k}: {v['count']}" for k, v in debris["per_kind"].items()),
-        )
-    atomic.write_parquet(args.index_out, index)
-    atomic.write_json(args.summary_out, summary)
-    log.info(
-        "indexed %d images (%s) in %.1f s: %s",
-        len(index),
-        summary["per_class"],
-        seconds,
-        args.index_out,
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    merge_step(**vars(parse_args(argv)))
     return 0
 
 

@@ -6,20 +6,17 @@
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.errors import MissingInputError
-from leukopipe.plumbing.readers import read_parquet
-from leukopipe.report.html import build_html
-
-log = logging.getLogger("report")
+from leukopipe.plumbing import cli
+from leukopipe.report.html import report_step
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument("--tables", type=Path, required=True, help="comparison.md (checked to exist)")
     p.add_argument("--rows", type=Path, required=True, help="rows.parquet from the compare step")
@@ -32,11 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Grad-CAM grid PNGs (eval/<experiment>/gradcam.png) to embed",
     )
     p.add_argument("--out", type=Path, required=True, help="report.html to write")
-    args = p.parse_args(argv)
-    if not args.tables.is_file():
-        raise MissingInputError(f"{args.tables}: run the compare step first")
-    atomic.write_text(args.out, build_html(read_parquet(args.rows), args.figures, args.gradcam))
-    log.info("wrote %s", args.out)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    report_step(args.tables, args.rows, args.figures, args.gradcam, args.out)
     return 0
 
 

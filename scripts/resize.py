@@ -8,19 +8,17 @@ the sha256 of the index, and SIGTERM exits 143 without leaving a half-written fi
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.augment.plan import materialise_plain
+from leukopipe.augment.plan import resize_step
 from leukopipe.plumbing import cli
-from leukopipe.plumbing.readers import read_parquet
-
-log = logging.getLogger("resize")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument("--manifest", required=True, type=Path, help="val.parquet or test.parquet")
     p.add_argument(
@@ -30,15 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="processes decoding images")
     p.add_argument("--manifest-out", required=True, type=Path, help="manifest copy to write")
     p.add_argument("--pixels-out", required=True, type=Path, help="uint8 .npy pixel store to write")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    df = read_parquet(args.manifest)
-    out = materialise_plain(
-        df, args.image_size, args.pixels_out, workers=args.workers, raw_dir=args.raw_dir,
-        progress=True,
-        manifest_path=args.manifest_out,
-    )
-    log.info("stored %d images at %d px in %s", len(out), args.image_size, args.pixels_out)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    resize_step(**vars(parse_args(argv)))
     return 0
 
 

@@ -10,22 +10,18 @@ byte-identical images and near-duplicate images (perceptual hash) shared between
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.data.folds import assign_folds
-from leukopipe.data.split import SPLITS, audit, check_mode, make_splits
-from leukopipe.data.split_modes import SPLIT_MODES, parse_split_id
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.provenance import provenance
-from leukopipe.plumbing.readers import read_parquet
-
-log = logging.getLogger("split")
+from leukopipe.data.split import SplitRequest, check_mode, split_step
+from leukopipe.data.split_modes import SPLIT_MODES
+from leukopipe.plumbing import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument("--index", required=True, type=Path, help="index.parquet from the merge step")
     p.add_argument(
@@ -61,41 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="folder receiving train.parquet, val.parquet, test.parquet, audit.json",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    index = read_parquet(args.index)
-    splits = make_splits(index, args.mode, args.test_fraction, args.val_fraction, args.seed)
-    report = audit(splits, args.mode, args.near_duplicate_max_distance)
-    report["parameters"] = {
-        "test_fraction": args.test_fraction,
-        "val_fraction": args.val_fraction,
-        "seed": args.seed,
-        "near_duplicate_max_distance": args.near_duplicate_max_distance,
-    }
-    if cv := parse_split_id(args.mode):
-        folds = assign_folds(index, cv[0], args.seed)
-        report["cv"] = {
-            "folds": cv[0],
-            "fold": cv[1],
-            "subjects_per_fold": {
-                str(f): sorted(folds.index[folds == f].tolist()) for f in range(cv[0])
-            },
-        }
-    report["provenance"] = provenance()
-    for name in SPLITS:
-        atomic.write_parquet(args.out_dir / f"{name}.parquet", splits[name])
-    atomic.write_json(args.out_dir / "audit.json", report)
-    for name in SPLITS:
-        s = report["splits"][name]
-        log.info(
-            "%-5s %5d images %s, %d subjects", name, s["n_images"], s["per_class"], s["n_subjects"]
-        )
-    log.info("subjects shared: %s", report["n_shared_subjects"])
-    log.info(
-        "near-duplicate images (<= %d bits): %s",
-        args.near_duplicate_max_distance,
-        report["near_duplicates"]["images"],
-    )
+
+def main(argv: Sequence[str] | None = None) -> int:
+    split_step(SplitRequest(**vars(parse_args(argv))))
     return 0
 
 

@@ -9,25 +9,27 @@ these on its own; to rerun one step's outputs explicitly: snakemake -R <rule> (o
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.plumbing import cli
-from leukopipe.workflow.stale import stale_outputs
+from leukopipe.workflow.stale import print_stale
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags."""
     p = cli.parser(__doc__)
     p.add_argument("--workdir", type=Path, default=Path.cwd(),
                    help="folder Snakemake runs in (holds .snakemake/)")
-    args = p.parse_args(argv)
-    stale = stale_outputs(args.workdir, REPO / "scripts")
-    for s in stale:
-        print(f"{s.path}\t{s.rule}\t{', '.join(s.changed)}")
-    print(f"{len(stale)} output(s) out of date with respect to code", file=sys.stderr)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    print_stale(parse_args(argv).workdir, REPO / "scripts")
     return 0
 
 

@@ -10,21 +10,13 @@ SIGTERM/SIGUSR1 it saves nothing new, stops at the next batch and exits 128+sign
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from leukopipe.plumbing import cli
-from leukopipe.plumbing.errors import UserError
-from leukopipe.plumbing.interrupt import exit_with_parent
-from leukopipe.plumbing.readers import read_json
-from leukopipe.train.loop import AMP_MODES, TrainConfig, config_fields, train
+from leukopipe.train.loop import AMP_MODES, TrainRequest, config_fields, train_step
 from leukopipe.train.models import STRATEGIES
-from leukopipe.train.weights import check_against_record, recorded_weights
-
-log = logging.getLogger("train")
 
 _CHOICES = {"strategy": STRATEGIES, "amp": AMP_MODES}
 
@@ -56,7 +48,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=_TYPES[str(type_name)], default=default, **kwargs)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The step's flags: one per TrainConfig field plus the files and run options."""
     p = cli.parser(__doc__)
     _add_config_flags(p)
     p.add_argument("--train-manifest", required=True, type=Path,
@@ -82,34 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="keep resume_dir/state.pt after training finished")
     p.add_argument("--summary-json", type=Path, default=None,
                    help="also write the run summary here (it is always printed to stdout)")
-    args = p.parse_args(argv)
-    exit_with_parent()  # killed with its job's shell, it saves its epoch and stops (143)
+    return p.parse_args(argv)
 
-    cfg = TrainConfig(**{name: getattr(args, name) for name, *_ in config_fields()})
-    extra = {}
-    if args.extra_meta_json is not None:
-        try:
-            extra = read_json(args.extra_meta_json)
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"cannot read --extra-meta-json {args.extra_meta_json}: {exc}"
-            ) from exc
-    if args.weights_record is not None and cfg.pretrained_weights:
-        check_against_record(cfg.pretrained_weights, args.weights_record)
-        # the tag and its pretraining data travel with the checkpoint into metrics.json
-        extra["weights"] = recorded_weights(args.weights_record)
+
+def main(argv: Sequence[str] | None = None) -> int:
     # a stop signal ends it as TrainingInterrupted: cli.run exits 128 + signal
-    summary = train(
-        cfg, args.train_manifest, args.train_pixels, args.val_manifest, args.val_pixels,
-        args.out_dir, args.resume_dir, extra, device=args.device,
-        on_mismatch=args.on_mismatch, keep_state=args.keep_state,
-    )
-    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
-    if args.summary_json is not None:
-        from leukopipe.plumbing.atomic import write_text
-
-        write_text(args.summary_json, text + "\n")
-    print(text)
+    train_step(TrainRequest.from_flags(vars(parse_args(argv))))
     return 0
 
 

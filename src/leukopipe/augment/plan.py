@@ -9,9 +9,12 @@ count, chunking or order), and :func:`regenerate` rebuilds any of them from the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +24,11 @@ import pandas as pd
 from leukopipe.data.cnmc_names import DISPLAY_NAMES
 from leukopipe.data.imageio import load_rgb
 from leukopipe.data.pixel_store import create_store
-from leukopipe.plumbing.atomic import write_parquet
+from leukopipe.plumbing.atomic import write_json, write_parquet
 from leukopipe.plumbing.errors import InvalidInputError
 from leukopipe.plumbing.interrupt import stop_on_signals
 from leukopipe.plumbing.progress import Progress
+from leukopipe.plumbing.readers import read_parquet
 from leukopipe.plumbing.workers import run_pool
 
 if TYPE_CHECKING:
@@ -423,3 +427,87 @@ def regenerate(
     if isinstance(recorded, str) and recorded:
         return apply_params(img, json.loads(recorded), cfg)
     return augment_one(img, int(row["aug_seed"]), cfg)[0]
+
+
+@dataclass(frozen=True)
+class AugmentRequest:
+    """What the augment step is asked for (the script's flags, by the same names).
+
+    ``target_per_class`` None: no balancing, the store holds the resized originals; otherwise
+    ``seed`` and ``transforms_json`` (the nine transforms' parameters, JSON) are needed.
+    """
+
+    train_manifest: Path
+    raw_dir: Path
+    image_size: int
+    target_per_class: int | None
+    manifest_out: Path
+    pixels_out: Path
+    seed: int | None = None
+    transforms_json: str | None = None
+    workers: int = 1
+    stats_out: Path | None = None
+
+
+def augment_step(req: AugmentRequest) -> None:
+    """The augment step: plan the training set, materialise its store and manifest, write the
+    optional stats (counts and throughput) and log a summary line."""
+    train = read_parquet(req.train_manifest)
+    if req.target_per_class is None:
+        cfg = None
+        plan = plan_originals(train)
+    else:
+        if req.seed is None or req.transforms_json is None:
+            raise ValueError("augment_step: balancing needs seed and transforms_json")
+        from leukopipe.augment.transforms import AugmentConfig
+
+        cfg = AugmentConfig.from_dict(json.loads(req.transforms_json))
+        plan = plan_balanced(train, req.target_per_class, req.seed)
+    start = time.perf_counter()
+    manifest = materialise(
+        plan,
+        req.image_size,
+        cfg,
+        req.pixels_out,
+        workers=req.workers,
+        progress=True,
+        raw_dir=req.raw_dir,
+        # written before the store is published: a store never stands without its manifest
+        manifest_path=req.manifest_out,
+    )
+    seconds = time.perf_counter() - start
+    n_gen = int(manifest["generated"].sum())
+    stats = {
+        "per_class": {k: int(v) for k, v in manifest["class_name"].value_counts().items()},
+        "generated": n_gen,
+        "originals": len(manifest) - n_gen,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(manifest) / seconds, 1) if seconds else None,
+        "workers": req.workers,
+    }
+    if req.stats_out:
+        write_json(req.stats_out, stats)
+    logging.getLogger("augment").info(
+        "training set: %s (%d generated) in %.1f s", stats["per_class"], n_gen, seconds
+    )
+
+
+def resize_step(
+    manifest: Path,
+    raw_dir: Path,
+    image_size: int,
+    workers: int,
+    manifest_out: Path,
+    pixels_out: Path,
+) -> None:
+    """The resize step: a validation or test manifest's resized store and its manifest copy
+    (with ``store_row``), then a summary log line."""
+    out = materialise_plain(
+        read_parquet(manifest), image_size, pixels_out, workers=workers, raw_dir=raw_dir,
+        progress=True,
+        manifest_path=manifest_out,
+    )
+    # the log line keeps the name it had when the script logged it
+    logging.getLogger("resize").info(
+        "stored %d images at %d px in %s", len(out), image_size, pixels_out
+    )

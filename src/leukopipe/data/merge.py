@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,8 +26,11 @@ from leukopipe.data.cnmc_names import CLASS_NAMES, parse_name
 from leukopipe.data.debris import find_debris, is_debris
 from leukopipe.data.imageio import image_problem
 from leukopipe.data.near_duplicates import perceptual_hash
-from leukopipe.data.raw_layout import RawDataError, RawLayout
+from leukopipe.data.raw_layout import RawDataError, RawLayout, locate
+from leukopipe.plumbing import atomic
+from leukopipe.plumbing.errors import MissingInputError
 from leukopipe.plumbing.progress import Progress
+from leukopipe.plumbing.provenance import provenance
 from leukopipe.plumbing.workers import run_pool
 
 INDEX_COLUMNS = [
@@ -314,3 +319,54 @@ def summarise(
         "ignored_files": [str(p) for p in ignored],
         "duplicate_content_same_class": [list(g["path"]) for _, g in dup.groupby("sha256")],
     }
+
+
+# the step's log lines keep the name they had when the script logged them
+_step_log = logging.getLogger("merge")
+
+
+def merge_step(
+    raw_json: Path,
+    raw_dir: Path,
+    expected_size: int,
+    workers: int,
+    index_out: Path,
+    summary_out: Path,
+) -> None:
+    """The merge step: index the raw copy described by ``raw_json`` (which must exist: the
+    download step's mark that the copy is ready) and write index.parquet and summary.json.
+
+    ``expected_size`` 0 accepts any size; index paths are relative to ``raw_dir``.
+    """
+    if not raw_json.is_file():
+        raise MissingInputError(f"{raw_json}: not found; run the download step first")
+    layout = locate(raw_dir)
+    start = time.perf_counter()
+    index, summary = build_index(layout, expected_size or None, workers, raw_dir)
+    # the data are known by content, not by place: paths relative to the raw folder
+    index["path"] = relative_paths(index["path"], raw_dir)
+    seconds = time.perf_counter() - start
+    summary["throughput"] = {
+        "images": len(index),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(index) / seconds, 1) if seconds else None,
+        "workers": workers,
+    }
+    summary["provenance"] = provenance()
+    debris = summary["skipped_debris"]
+    if debris["count"]:
+        _step_log.info(
+            "skipped %d piece(s) of archive debris, %d bytes (%s)",
+            debris["count"],
+            debris["bytes"],
+            ", ".join(f"{k}: {v['count']}" for k, v in debris["per_kind"].items()),
+        )
+    atomic.write_parquet(index_out, index)
+    atomic.write_json(summary_out, summary)
+    _step_log.info(
+        "indexed %d images (%s) in %.1f s: %s",
+        len(index),
+        summary["per_class"],
+        seconds,
+        index_out,
+    )

@@ -14,8 +14,11 @@ from training in the patient-level modes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,10 @@ import pandas as pd
 from leukopipe.data.folds import assign_folds
 from leukopipe.data.near_duplicates import HASH_BITS, HASH_NAME, close_pairs
 from leukopipe.data.split_modes import mode_of, parse_split_id
+from leukopipe.plumbing import atomic
 from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.provenance import provenance
+from leukopipe.plumbing.readers import read_parquet
 
 SPLITS = ("train", "val", "test")
 MAX_LISTED_PAIRS = 50  # near-duplicate pairs listed per pair of splits (all are counted)
@@ -226,3 +232,58 @@ def near_duplicate_audit(splits: dict[str, pd.DataFrame], max_distance: int) -> 
             for i, j, d in found[:MAX_LISTED_PAIRS]
         ]
     return out
+
+
+# the step's log lines keep the name they had when the script logged them
+_step_log = logging.getLogger("split")
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    """What the split step is asked for (the script's flags, by the same names)."""
+
+    index: Path
+    mode: str
+    test_fraction: float
+    val_fraction: float
+    seed: int
+    near_duplicate_max_distance: int
+    out_dir: Path
+
+
+def split_step(req: SplitRequest) -> None:
+    """The split step: train/val/test.parquet and audit.json (with the parameters, the folds of
+    a cross-validation split and provenance) in ``req.out_dir``; logs the counts."""
+    index = read_parquet(req.index)
+    splits = make_splits(index, req.mode, req.test_fraction, req.val_fraction, req.seed)
+    report = audit(splits, req.mode, req.near_duplicate_max_distance)
+    report["parameters"] = {
+        "test_fraction": req.test_fraction,
+        "val_fraction": req.val_fraction,
+        "seed": req.seed,
+        "near_duplicate_max_distance": req.near_duplicate_max_distance,
+    }
+    if cv := parse_split_id(req.mode):
+        folds = assign_folds(index, cv[0], req.seed)
+        report["cv"] = {
+            "folds": cv[0],
+            "fold": cv[1],
+            "subjects_per_fold": {
+                str(f): sorted(folds.index[folds == f].tolist()) for f in range(cv[0])
+            },
+        }
+    report["provenance"] = provenance()
+    for name in SPLITS:
+        atomic.write_parquet(req.out_dir / f"{name}.parquet", splits[name])
+    atomic.write_json(req.out_dir / "audit.json", report)
+    for name in SPLITS:
+        s = report["splits"][name]
+        _step_log.info(
+            "%-5s %5d images %s, %d subjects", name, s["n_images"], s["per_class"], s["n_subjects"]
+        )
+    _step_log.info("subjects shared: %s", report["n_shared_subjects"])
+    _step_log.info(
+        "near-duplicate images (<= %d bits): %s",
+        req.near_duplicate_max_distance,
+        report["near_duplicates"]["images"],
+    )

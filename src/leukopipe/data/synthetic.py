@@ -20,6 +20,7 @@ import io
 import json
 import math
 import multiprocessing
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -686,3 +687,22 @@ def _summary(spec: SyntheticSpec, subjects: list[_Subject], jobs: list[_Job],
         "files": n_files,
         "fingerprint": fingerprint,
     }
+
+
+def make_synthetic_step(flags: dict[str, Any]) -> dict[str, Any]:
+    """The make_synthetic command: ``flags`` holds ``root``, ``workers`` and one entry per
+    SyntheticSpec field (a range as a list or a tuple). Writes the dataset and prints what it
+    wrote (root, counts, fingerprint, seconds) as JSON, which it also returns."""
+    spec = SyntheticSpec(
+        **{
+            f.name: tuple(v) if isinstance(v := flags[f.name], list) else v
+            for f in dataclasses.fields(SyntheticSpec)
+        }
+    )
+    start = time.monotonic()
+    summary = generate(flags["root"], spec, workers=flags["workers"])
+    shown = {"root": str(flags["root"]), "counts": summary["counts"],
+             "fingerprint": summary["fingerprint"],
+             "seconds": round(time.monotonic() - start, 1)}
+    print(json.dumps(shown, indent=2))
+    return shown

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from leukopipe.plumbing import atomic
+from leukopipe.plumbing.errors import MissingInputError
+from leukopipe.plumbing.readers import read_parquet
 from leukopipe.report import tables
 from leukopipe.report.captions import FIGURES, GRADCAM, SECTIONS
 from leukopipe.report.deviations import deviations
@@ -136,3 +140,15 @@ def build_html(rows: pd.DataFrame, figures: list[Path], gradcams: list[Path] = (
         parts.append(f"<h2 id='{_anchor(title)}'>{html.escape(title)}</h2>{body}")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def report_step(
+    tables_md: Path, rows: Path, figures: list[Path], gradcam: list[Path], out: Path
+) -> None:
+    """The report step: ``out`` (report.html) from the compare step's rows and figures and the
+    Grad-CAM grids; ``tables_md`` (comparison.md) must exist, the sign that compare ran."""
+    if not tables_md.is_file():
+        raise MissingInputError(f"{tables_md}: run the compare step first")
+    atomic.write_text(out, build_html(read_parquet(rows), figures, gradcam))
+    # the log line keeps the name it had when the script logged it
+    logging.getLogger("report").info("wrote %s", out)

@@ -44,11 +44,17 @@ from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
 
 from leukopipe.data.cnmc_names import CLASS_NAMES
-from leukopipe.plumbing.errors import InvalidInputError
-from leukopipe.plumbing.interrupt import StepInterrupted, StopFlag, stop_on_signals
+from leukopipe.plumbing.atomic import write_text
+from leukopipe.plumbing.errors import InvalidInputError, UserError
+from leukopipe.plumbing.interrupt import (
+    StepInterrupted,
+    StopFlag,
+    exit_with_parent,
+    stop_on_signals,
+)
 from leukopipe.plumbing.progress import Progress, duration
 from leukopipe.plumbing.provenance import code_provenance, code_version
-from leukopipe.plumbing.readers import read_parquet
+from leukopipe.plumbing.readers import read_json, read_parquet
 from leukopipe.plumbing.schema import defaults
 from leukopipe.train.checkpoint_saver import CheckpointSaver
 from leukopipe.train.checkpoint_saver import load_checkpoint as load_checkpoint  # re-exported
@@ -70,7 +76,7 @@ from leukopipe.train.models import (
     optimizer_param_groups,
     set_train_mode,
 )
-from leukopipe.train.weights import load_pretrained
+from leukopipe.train.weights import check_against_record, load_pretrained, recorded_weights
 
 log = logging.getLogger(__name__)
 
@@ -615,3 +621,62 @@ def _checkpoint_meta(
 def config_fields() -> list[tuple[str, Any, Any, str]]:
     """(name, type, default or MISSING, help) of every TrainConfig field, for CLIs."""
     return [(f.name, f.type, f.default, f.metadata.get("help", "")) for f in fields(TrainConfig)]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the train step is asked for: the experiment's settings and the step's files (the
+    script's flags, by the same names)."""
+
+    cfg: TrainConfig
+    train_manifest: Path
+    train_pixels: Path
+    val_manifest: Path
+    val_pixels: Path
+    out_dir: Path
+    resume_dir: Path
+    weights_record: Path | None = None
+    extra_meta_json: Path | None = None
+    device: str | None = None
+    on_mismatch: str = "restart"
+    keep_state: bool = False
+    summary_json: Path | None = None
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any]) -> TrainRequest:
+        """The request from parsed flags: one per TrainConfig field plus the step's own."""
+        names = {name for name, *_ in config_fields()}
+        cfg = TrainConfig(**{k: v for k, v in flags.items() if k in names})
+        return cls(cfg=cfg, **{k: v for k, v in flags.items() if k not in names})
+
+
+def train_step(req: TrainRequest) -> dict[str, Any]:
+    """The train step as a process: train one experiment and print its summary (JSON) to stdout,
+    also to ``req.summary_json`` when given; returns the summary.
+
+    The pretrained weights file must match ``req.weights_record``, whose tag and pretraining
+    data travel with the checkpoints; a stop signal ends it as TrainingInterrupted.
+    """
+    exit_with_parent()  # killed with its job's shell, it saves its epoch and stops (143)
+    extra = {}
+    if req.extra_meta_json is not None:
+        try:
+            extra = read_json(req.extra_meta_json)
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"cannot read --extra-meta-json {req.extra_meta_json}: {exc}"
+            ) from exc
+    if req.weights_record is not None and req.cfg.pretrained_weights:
+        check_against_record(req.cfg.pretrained_weights, req.weights_record)
+        # the tag and its pretraining data travel with the checkpoint into metrics.json
+        extra["weights"] = recorded_weights(req.weights_record)
+    summary = train(
+        req.cfg, req.train_manifest, req.train_pixels, req.val_manifest, req.val_pixels,
+        req.out_dir, req.resume_dir, extra, device=req.device,
+        on_mismatch=req.on_mismatch, keep_state=req.keep_state,
+    )
+    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
+    if req.summary_json is not None:
+        write_text(req.summary_json, text + "\n")
+    print(text)
+    return summary

@@ -26,7 +26,12 @@ from leukopipe.plumbing.hashing import sha256_file
 from leukopipe.train import dinobloom
 from leukopipe.train.dinobloom_names import is_dinobloom
 from leukopipe.train.models import classifier_names, is_head_key
-from leukopipe.train.weight_files import fetch_command, meta_path, pretraining_data
+from leukopipe.train.weight_files import (
+    fetch_command,
+    meta_path,
+    pretraining_data,
+    weights_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +221,17 @@ def _warn_if_other_backbone(path: Path, backbone: str) -> None:
     if recorded and recorded != backbone:
         # Allowed (e.g. resnet50.tv_in1k weights for resnet50); key/shape checks still apply.
         log.warning("weights file %s was fetched for %r, loading into %r", path, recorded, backbone)
+
+
+def fetch_step(
+    backbone: str, out: Path | None, force: bool = False, record_out: Path | None = None
+) -> Path:
+    """The fetch_weights step: the backbone's weights at ``out`` (default:
+    resources/weights/<backbone>.safetensors, from the working folder), downloaded unless
+    there or ``force``; with ``record_out`` also their record (sha256, timm tag)."""
+    path = fetch(backbone, out or weights_path("resources/weights", backbone), force=force)
+    if record_out is not None:
+        write_json(record_out, weights_record(path, backbone))
+    # the log line keeps the name it had when the script logged it
+    logging.getLogger("fetch_weights").info("weights for %s at %s", backbone, path)
+    return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,3 +81,13 @@ def stale_outputs(workdir: Path, scripts_dir: Path) -> list[StaleOutput]:
         if changed:
             out.append(StaleOutput(output, rule, changed))
     return out
+
+
+def print_stale(workdir: Path, scripts_dir: Path) -> list[StaleOutput]:
+    """The stale command: one line per stale output on stdout (path, rule, changed files, tab
+    separated), the count on stderr; returns them."""
+    stale = stale_outputs(workdir, scripts_dir)
+    for s in stale:
+        print(f"{s.path}\t{s.rule}\t{', '.join(s.changed)}")
+    print(f"{len(stale)} output(s) out of date with respect to code", file=sys.stderr)
+    return stale
