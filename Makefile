@@ -7,7 +7,8 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 # The GPU check needs neither .venv nor network: .venv's Python if there is one, else the
-# site's python3 (or python) with its own PyTorch.
+# site's python3 (or python) with its own PyTorch and this checkout installed (pip install
+# --no-deps -e .; tools/gpu-session.sh does it offline).
 CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
 GPU_CHECK_OUT ?= gpu-check
 
