@@ -7,7 +7,8 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 # The GPU check needs neither .venv nor network: .venv's Python if there is one, else the
-# site's python3 (or python) with its own PyTorch.
+# site's python3 (or python) with its own PyTorch and this checkout installed (pip install
+# --no-deps -e .; tools/gpu-session.sh does it offline).
 CHECK_PYTHON = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || command -v python3 || command -v python)
 GPU_CHECK_OUT ?= gpu-check
 
@@ -45,7 +46,7 @@ benchmark: $(STAMP)
 
 # Finished outputs whose code changed in substance since they were made, and which files.
 stale: $(STAMP)
-	PYTHONPATH=src $(VENV)/bin/python scripts/stale.py
+	$(VENV)/bin/python scripts/stale.py
 
 # Pipeline + resume + benchmark on one CUDA node in < 9 minutes; summary in $(GPU_CHECK_OUT)/.
 gpu-check:
@@ -64,12 +65,12 @@ RESULTS ?= results/$(RUN)
 FIGURES := roc confusion training_curves reliability reliability_calibrated risk_coverage
 
 tables: $(STAMP)
-	PYTHONPATH=src $(VENV)/bin/python scripts/compare.py \
+	$(VENV)/bin/python scripts/compare.py \
 		--metrics $(wildcard $(RESULTS)/eval/*/metrics.json $(RESULTS)/eval/*/tta_metrics.json) \
 		--audits $(RESULTS)/splits/*/audit.json \
 		--tables-dir $(RESULTS)/tables \
 		--figures-dir $(RESULTS)/figures
-	PYTHONPATH=src $(VENV)/bin/python scripts/report.py \
+	$(VENV)/bin/python scripts/report.py \
 		--tables $(RESULTS)/tables/comparison.md \
 		--rows $(RESULTS)/tables/rows.parquet \
 		--figures $(foreach f,$(FIGURES),$(RESULTS)/figures/$(f).png) \

@@ -13,25 +13,22 @@ appended to docs/benchmarks.md, and optionally the same rows as JSON. Examples:
 
 from __future__ import annotations
 
-import logging
+import argparse
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing import cli
 from leukopipe_tools import benchmark as bm
 
-log = logging.getLogger("benchmark")
 REPO = Path(__file__).resolve().parents[1]  # the checkout whose step scripts are measured
-STAGES = ("data", "percore", "loader", "train", "eval")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--stages", default="data,percore,loader,train,eval",
-                   help=f"comma-separated subset of {','.join(STAGES)}")
+                   help=f"comma-separated subset of {','.join(bm.STAGES)}")
     p.add_argument("--raw-dir", type=Path, default=None,
                    help="existing C-NMC copy (real or synthetic) for the data stage; without it "
                         "a synthetic copy of --fraction x the real size is generated")
@@ -68,83 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="markdown file to append the stamped section to (docs/benchmarks.md)")
     p.add_argument("--json-out", type=Path, default=None, help="write the rows as JSON here")
     p.add_argument("--title", default=None, help="heading of the markdown section")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown:
-        raise InvalidInputError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     command = "python scripts/benchmark.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    info = bm.machine_info()
-    rows: list[bm.Row] = []
-    work = args.work_dir
-    work.mkdir(parents=True, exist_ok=True)
-
-    raw = args.raw_dir
-    if ("data" in stages or "percore" in stages) and raw is None:
-        from leukopipe.data.synthetic import generate
-
-        raw = work / f"raw-{args.fraction:g}"
-        log.info("generating a synthetic C-NMC at %g x size in %s", args.fraction, raw)
-        generate(raw, bm.synthetic_spec(args.fraction), workers=max(args.workers))
-    if "data" in stages:
-        target = args.target_per_class
-        if target is None:
-            target = 10000 if args.raw_dir else max(10, round(10000 * args.fraction))
-        rows += bm.data_stage(raw, work / "data", args.workers, args.image_size, target,
-                              repo=REPO)
-    if "percore" in stages:
-        rows += bm.per_core(sorted(raw.rglob("*.bmp"))[:200], args.image_size)
-
-    size = args.train_size or args.image_size
-    stores = work / f"stores-{size}"
-    if {"loader", "train", "eval"} & set(stages):
-        n_val = max(64, args.train_images // 4)
-        pixels, manifest = bm.random_store(stores, args.train_images, size, "train")
-        vpix, vman = bm.random_store(stores, n_val, size, "val", seed=1)
-    if "loader" in stages:
-        for w in args.loader_workers:
-            rows.append(bm.loader_rate(pixels, args.batch_size, w, device=args.device))
-    compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    train_rates: dict[str, float] = {}
-    eval_rates: dict[str, float] = {}
-    for backbone in args.backbones:
-        if "train" in stages:
-            for comp in compiles:
-                real = bm.real_loop_rate(backbone, pixels, manifest, vpix, vman, args.batch_size,
-                                         args.device, workers=args.loader_workers[-1],
-                                         amp=args.amp, compile=comp)
-                pure = bm.pure_step_rate(backbone, size, args.batch_size, args.device,
-                                         steps=args.steps, amp=args.amp, compile=comp)
-                real.note += f"; ratio real/pure = {real.rate / pure.rate:.2f}"
-                real.extra["ratio"] = round(real.rate / pure.rate, 3)
-                rows += [real, pure]
-                train_rates[backbone] = max(train_rates.get(backbone, 0.0), real.rate)
-        if "eval" in stages:
-            for bs in args.eval_batch_sizes:
-                row = bm.inference_rate(backbone, vpix, bs, args.device)
-                rows.append(row)
-                eval_rates[backbone] = max(eval_rates.get(backbone, 0.0), row.rate)
-        log.info("%s done", backbone)
-
-    title = args.title or f"{', '.join(stages)} on {info['host']}"
-    section = bm.markdown(rows, info, command, title)
-    if train_rates:
-        hours = bm.estimate_study_a(train_rates, eval_rates)
-        study_a = [b for b in bm.STUDY_A if b in train_rates]
-        section += ("\nEstimated wall time at 50 epochs (upper bound: early stopping only "
-                    "shortens it), 20,000 training + 1,250 validation images per epoch, fastest "
-                    "measured setting per backbone: "
-                    + ", ".join(f"{b} {h:.2f} h" for b, h in hours.items() if b != "total")
-                    + (f"; Study A ({len(study_a)}/5 backbones measured) "
-                       f"{sum(hours[b] for b in study_a):.2f} h" if study_a else "") + "\n")
-    print(section)
-    if args.append:
-        with open(args.append, "a") as fh:
-            fh.write("\n" + section)
-    if args.json_out:
-        atomic.write_json(args.json_out, bm.rows_json(rows, info, command))
-    return 0
+    return bm.run_benchmark(bm.BenchmarkRun(**vars(args), command=command, repo=REPO))
 
 
 if __name__ == "__main__":

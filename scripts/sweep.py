@@ -11,7 +11,7 @@ command submits only the points that have no summary yet.
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +19,10 @@ from pathlib import Path
 from leukopipe.plumbing import cli
 from leukopipe.train.loop import TrainConfig
 from leukopipe.train.models import STRATEGIES
-from leukopipe.workflow.sweep import CLUSTERS, SweepData, grid, make_executor, run_sweep
-
-log = logging.getLogger("sweep")
+from leukopipe.workflow.sweep import CLUSTERS, ClusterSettings, SweepRequest, run_request
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--augment-dir", required=True, type=Path,
                    help="training store of one split and preprocessing "
@@ -75,30 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "slurmctld checks limits only every 30 s, so keep it >= 60")
     c.add_argument("--array-parallelism", type=int, default=16,
                    help="array tasks running at the same time")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    data = SweepData.from_augment_dir(args.augment_dir)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     base = TrainConfig(
         backbone=args.backbone, strategy=args.strategy, epochs=args.epochs,
         patience=args.patience, batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size, weight_decay=args.weight_decay, amp=args.amp,
         pretrained_weights=args.pretrained_weights, workers=args.workers,
     )
-    points = grid(base, args.lrs, args.partial_stages, args.seeds)
-    executor = make_executor(
-        args.out_dir / "submitit", args.cluster, timeout_min=args.timeout_min,
-        partition=args.partition, gpus=args.gpus, cpus_per_task=args.cpus_per_task,
-        mem_gb=args.mem_gb, array_parallelism=args.array_parallelism,
-        max_num_timeout=args.max_num_timeout, signal_delay_s=args.signal_delay_s,
-        account=args.account,
+    cluster = ClusterSettings(
+        args.cluster, timeout_min=args.timeout_min, partition=args.partition, gpus=args.gpus,
+        cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+        array_parallelism=args.array_parallelism, max_num_timeout=args.max_num_timeout,
+        signal_delay_s=args.signal_delay_s, account=args.account,
     )
-    frame = run_sweep(points, data, args.out_dir, executor, threads=args.threads)
-    done = int((frame["status"] == "done").sum())
-    print(f"{done}/{len(frame)} runs done; ranked summary: {args.out_dir / 'sweep.md'}")
-    if done:
-        best = frame.iloc[0]
-        print(f"best: {best['name']} (val macro-F1 {best['val_macro_f1']:.4f})")
-    return 0 if done == len(frame) else 1
+    return run_request(SweepRequest(args.augment_dir, args.out_dir, base, args.lrs,
+                                    args.partial_stages, args.seeds, cluster, args.threads))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Wheels for a GPU machine without network that has PyTorch & co. but not the workflow tools
 # (docs/benchmarks.md, "GPU rows"): snakemake, jsonschema, submitit and tabulate at the versions
-# pinned in requirements.txt, with everything they need, into .whl/ (git-ignored; carry it).
+# pinned in requirements.txt, with everything they need, and setuptools (for installing the
+# checkout offline) into .whl/ (git-ignored; carry it).
 # Pure-Python wheels serve any Python 3; the compiled ones are fetched for CPython 3.11, 3.12
 # and 3.13 on manylinux x86_64, because the GPU machine's Python version is not known here.
 # Prints the compiled ones at the end. Needs the package registry. PYTHON=... picks the pip.
@@ -12,7 +13,8 @@ DEST=.whl
 pins=$(grep -E '^(snakemake|jsonschema|submitit|tabulate)==' requirements.txt | tr '\n' ' ')
 mkdir -p "$DEST"
 # builds the few sdist-only pure packages (e.g. connection_pool) into wheels too
-"$PY" -m pip wheel --quiet -w "$DEST" $pins
+# (+ setuptools: tools/gpu-session.sh installs the checkout with it, offline)
+"$PY" -m pip wheel --quiet -w "$DEST" $pins "setuptools>=68"
 compiled=""
 for whl in "$DEST"/*.whl; do
   case "$whl" in

@@ -23,13 +23,21 @@ if "$PY" -m venv --system-site-packages "$ENV_DIR" >>"$SETUP" 2>&1; then
   # shellcheck disable=SC2086
   "$RUN" -m pip install --no-index --find-links .whl --quiet $PINS >>"$SETUP" 2>&1 \
     || echo "pip install into the venv failed (see $SETUP); the check runs without those tools"
+  # the checkout itself, editable (offline: the system's setuptools, else the one in .whl):
+  # the installed package is how the check, its children and the pipeline's jobs import it
+  "$RUN" -m pip install --no-index --find-links .whl --no-deps --quiet --no-build-isolation \
+    -e . >>"$SETUP" 2>&1 \
+    || "$RUN" -m pip install --no-index --find-links .whl --no-deps --quiet -e . >>"$SETUP" 2>&1 \
+    || echo "pip install -e . failed (see $SETUP); the check cannot import leukopipe"
 else
   # no ensurepip here: the system pip puts the wheels into a folder on PYTHONPATH instead
   echo "venv unavailable; installing into $ENV_DIR-site" | tee -a "$SETUP"
   # shellcheck disable=SC2086
   "$PY" -m pip install --no-index --find-links .whl --quiet --target "$ENV_DIR-site" $PINS \
     >>"$SETUP" 2>&1 || echo "pip install --target failed (see $SETUP)"
-  export PYTHONPATH="$ENV_DIR-site${PYTHONPATH:+:$PYTHONPATH}"
+  # the one place the checkout's src/ goes on PYTHONPATH: pip cannot install a package
+  # editable into a --target folder, and a copied package would not know its checkout
+  export PYTHONPATH="$ENV_DIR-site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
 LEFT=$((LIMIT - ($(date +%s) - START)))
 echo "setup took $((LIMIT - LEFT)) s; the check gets $((LEFT - 15)) s" | tee -a "$SETUP"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import shlex
@@ -36,6 +37,7 @@ import pandas as pd
 
 import leukopipe
 from leukopipe.data.pixel_store import create_store, open_store
+from leukopipe.plumbing import atomic
 from leukopipe.plumbing.errors import InvalidInputError
 from leukopipe.plumbing.schema import defaults
 from leukopipe.workflow.preprocessing import top_level
@@ -444,10 +446,25 @@ def _train_setting(backbone: str, size: int, batch: int, dev: Any, amp: str, cl:
     return ", ".join(bits)
 
 
-def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path,
-                   val_manifest: Path, batch_size: int, device: str = "cpu",
-                   max_images: int | None = None, epochs: int = 2, workers: int | str = "auto",
-                   amp: str = "bf16", compile: bool = False) -> Row:
+@dataclass(frozen=True)
+class RealLoop:
+    """One measurement of the real training loop: the stores it reads and how it trains."""
+
+    backbone: str
+    pixels: Path
+    manifest: Path
+    val_pixels: Path
+    val_manifest: Path
+    batch_size: int
+    device: str = "cpu"
+    max_images: int | None = None
+    epochs: int = 2
+    workers: int | str = "auto"
+    amp: str = "bf16"
+    compile: bool = False
+
+
+def real_loop_rate(loop: RealLoop) -> Row:
     """images/s of the real training loop (median training pass of epochs 2..n).
 
     ``extra`` holds the steady epochs' split into training pass, validation pass and (when the
@@ -457,35 +474,37 @@ def real_loop_rate(backbone: str, pixels: Path, manifest: Path, val_pixels: Path
 
     from leukopipe.train.loop import TrainConfig, train
 
-    frame = pd.read_parquet(manifest)
+    frame = pd.read_parquet(loop.manifest)
     if "store_row" not in frame.columns:
         frame["store_row"] = np.arange(len(frame), dtype=np.int64)
-    if max_images is not None and len(frame) > max_images:
-        frame = frame.sample(n=max_images, random_state=0).sort_values("store_row")
-    dev = torch.device(device)
+    if loop.max_images is not None and len(frame) > loop.max_images:
+        frame = frame.sample(n=loop.max_images, random_state=0).sort_values("store_row")
+    dev = torch.device(loop.device)
     _reset_peak(dev)
     with tempfile.TemporaryDirectory(prefix="leukopipe-bench-") as tmp:
         sub = Path(tmp) / "train.parquet"
         frame.to_parquet(sub)
-        cfg = TrainConfig(backbone=backbone, strategy="full", epochs=epochs, patience=epochs,
-                          batch_size=batch_size, eval_batch_size=max(batch_size, 256),
-                          workers=workers, amp=amp, compile=compile)
-        result = train(cfg, sub, pixels, val_manifest, val_pixels, Path(tmp) / "out",
-                       Path(tmp) / "state", device=device)
+        cfg = TrainConfig(backbone=loop.backbone, strategy="full", epochs=loop.epochs,
+                          patience=loop.epochs, batch_size=loop.batch_size,
+                          eval_batch_size=max(loop.batch_size, 256), workers=loop.workers,
+                          amp=loop.amp, compile=loop.compile)
+        result = train(cfg, sub, loop.pixels, loop.val_manifest, loop.val_pixels,
+                       Path(tmp) / "out", Path(tmp) / "state", device=loop.device)
         history = pd.read_parquet(result["history"])
     # epoch 1 pays loader start-up, cuDNN autotuning and compilation
     history = history.iloc[1:] if len(history) > 1 else history
     steady = history["images_per_s"]
     rate = float(np.median(steady))
     n = len(frame)
-    size = int(open_store(pixels).shape[1])
-    extra = {"peak_gpu_mb": _peak_mb(dev), "epochs": epochs,
-             "val_images": len(pd.read_parquet(val_manifest, columns=["label"])),
+    size = int(open_store(loop.pixels).shape[1])
+    extra = {"peak_gpu_mb": _peak_mb(dev), "epochs": loop.epochs,
+             "val_images": len(pd.read_parquet(loop.val_manifest, columns=["label"])),
              **epoch_split(history, n)}
-    return Row("train loop (real)", _train_setting(backbone, size, batch_size, dev, amp,
-                                                   dev.type == "cuda", compile),
-               n * len(steady), n * len(steady) / rate, rate, "img/s", None, load_average(),
-               f"{n} images/epoch, loader workers {workers}, median of epochs 2..{epochs}", extra)
+    setting = _train_setting(loop.backbone, size, loop.batch_size, dev, loop.amp,
+                             dev.type == "cuda", loop.compile)
+    return Row("train loop (real)", setting, n * len(steady), n * len(steady) / rate, rate,
+               "img/s", None, load_average(), f"{n} images/epoch, loader workers "
+               f"{loop.workers}, median of epochs 2..{loop.epochs}", extra)
 
 
 # history columns of the epoch split, where the training loop records them
@@ -703,3 +722,142 @@ def random_store(out_dir: Path, n: int, size: int, name: str, seed: int = 0) -> 
                                           "label": labels.astype(np.int64),
                                           "store_row": np.arange(n, dtype=np.int64)}))
     return pixels, manifest
+
+
+# ------------------------------------------------------------------------------ the whole run
+
+STAGES = ("data", "percore", "loader", "train", "eval")
+# the log lines keep the name they had when this logic lived in scripts/benchmark.py
+log = logging.getLogger("benchmark")
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What scripts/benchmark.py measures: one field per command-line option (the script's
+    parser holds their defaults and help), plus the command as typed and the measured checkout."""
+
+    stages: str
+    raw_dir: Path | None
+    fraction: float
+    work_dir: Path
+    workers: list[int]
+    image_size: int
+    target_per_class: int | None
+    device: str
+    backbones: list[str]
+    train_size: int | None
+    batch_size: int
+    eval_batch_sizes: list[int]
+    train_images: int
+    steps: int
+    loader_workers: list[int]
+    amp: str
+    compile: str
+    append: Path | None
+    json_out: Path | None
+    title: str | None
+    command: str
+    repo: Path
+
+
+def _stage_list(text: str) -> list[str]:
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise InvalidInputError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    return stages
+
+
+def _data_rows(run: BenchmarkRun, stages: list[str]) -> list[Row]:
+    """The data-stage and per-core rows, on --raw-dir or a generated synthetic copy."""
+    rows: list[Row] = []
+    raw = run.raw_dir
+    if ("data" in stages or "percore" in stages) and raw is None:
+        from leukopipe.data.synthetic import generate
+
+        raw = run.work_dir / f"raw-{run.fraction:g}"
+        log.info("generating a synthetic C-NMC at %g x size in %s", run.fraction, raw)
+        generate(raw, synthetic_spec(run.fraction), workers=max(run.workers))
+    if "data" in stages:
+        target = run.target_per_class
+        if target is None:
+            target = 10000 if run.raw_dir else max(10, round(10000 * run.fraction))
+        rows += data_stage(raw, run.work_dir / "data", run.workers, run.image_size, target,
+                           repo=run.repo)
+    if "percore" in stages:
+        rows += per_core(sorted(raw.rglob("*.bmp"))[:200], run.image_size)
+    return rows
+
+
+def _model_rows(run: BenchmarkRun, stages: list[str]
+                ) -> tuple[list[Row], dict[str, float], dict[str, float]]:
+    """Loader, training and evaluation rows on random stores; the fastest training and
+    evaluation rate per backbone."""
+    rows: list[Row] = []
+    train_rates: dict[str, float] = {}
+    eval_rates: dict[str, float] = {}
+    if not {"loader", "train", "eval"} & set(stages):
+        return rows, train_rates, eval_rates
+    size = run.train_size or run.image_size
+    stores = run.work_dir / f"stores-{size}"
+    n_val = max(64, run.train_images // 4)
+    pixels, manifest = random_store(stores, run.train_images, size, "train")
+    vpix, vman = random_store(stores, n_val, size, "val", seed=1)
+    if "loader" in stages:
+        for w in run.loader_workers:
+            rows.append(loader_rate(pixels, run.batch_size, w, device=run.device))
+    compiles = {"off": [False], "on": [True], "both": [False, True]}[run.compile]
+    for backbone in run.backbones:
+        if "train" in stages:
+            for comp in compiles:
+                real = real_loop_rate(RealLoop(backbone, pixels, manifest, vpix, vman,
+                                               run.batch_size, run.device,
+                                               workers=run.loader_workers[-1], amp=run.amp,
+                                               compile=comp))
+                pure = pure_step_rate(backbone, size, run.batch_size, run.device,
+                                      steps=run.steps, amp=run.amp, compile=comp)
+                real.note += f"; ratio real/pure = {real.rate / pure.rate:.2f}"
+                real.extra["ratio"] = round(real.rate / pure.rate, 3)
+                rows += [real, pure]
+                train_rates[backbone] = max(train_rates.get(backbone, 0.0), real.rate)
+        if "eval" in stages:
+            for bs in run.eval_batch_sizes:
+                row = inference_rate(backbone, vpix, bs, run.device)
+                rows.append(row)
+                eval_rates[backbone] = max(eval_rates.get(backbone, 0.0), row.rate)
+        log.info("%s done", backbone)
+    return rows, train_rates, eval_rates
+
+
+def study_a_line(train_rates: dict[str, float], eval_rates: dict[str, float]) -> str:
+    """The estimated wall time at 50 epochs per measured backbone (and Study A's sum)."""
+    hours = estimate_study_a(train_rates, eval_rates)
+    study_a = [b for b in STUDY_A if b in train_rates]
+    return ("\nEstimated wall time at 50 epochs (upper bound: early stopping only "
+            "shortens it), 20,000 training + 1,250 validation images per epoch, fastest "
+            "measured setting per backbone: "
+            + ", ".join(f"{b} {h:.2f} h" for b, h in hours.items() if b != "total")
+            + (f"; Study A ({len(study_a)}/5 backbones measured) "
+               f"{sum(hours[b] for b in study_a):.2f} h" if study_a else "") + "\n")
+
+
+def run_benchmark(run: BenchmarkRun) -> int:
+    """Measure the chosen stages, print the stamped markdown section, append it to
+    ``run.append`` and write the rows as JSON to ``run.json_out`` where given; exit code 0."""
+    stages = _stage_list(run.stages)
+    info = machine_info()
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    rows = _data_rows(run, stages)
+    model_rows, train_rates, eval_rates = _model_rows(run, stages)
+    rows += model_rows
+    title = run.title or f"{', '.join(stages)} on {info['host']}"
+    section = markdown(rows, info, run.command, title)
+    if train_rates:
+        section += study_a_line(train_rates, eval_rates)
+    print(section)
+    if run.append:
+        with open(run.append, "a") as fh:
+            fh.write("\n" + section)
+    if run.json_out:
+        atomic.write_json(run.json_out, rows_json(rows, info, run.command))
+    return 0

@@ -69,10 +69,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         write_json(args.json_out, result)
 
     write_json(args.json_out, result)
-    record("real", bm.real_loop_rate(
+    record("real", bm.real_loop_rate(bm.RealLoop(
         args.backbone, args.train_pixels, args.train_manifest, args.val_pixels,
         args.val_manifest, args.batch_size, args.device, epochs=args.epochs,
-        workers=args.workers, amp=args.amp, compile=args.compile))
+        workers=args.workers, amp=args.amp, compile=args.compile)))
     image_size = int(np.load(args.train_pixels, mmap_mode="r").shape[1])
     record("pure", bm.pure_step_rate(args.backbone, image_size, args.batch_size, args.device,
                                      steps=args.steps, amp=args.amp, compile=args.compile))

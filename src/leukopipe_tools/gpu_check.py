@@ -44,7 +44,7 @@ from leukopipe.plumbing import atomic
 from leukopipe_tools.gpu_summary import render
 from leukopipe_tools.process_group import Outcome, run_bounded
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]  # src/leukopipe_tools/<this> -> the checkout
 SMOKE_CONFIG = "profiles/slurm/smoke-config.yaml"
 # what a workspace copy of the workflow needs (results and data stay out of the checkout)
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "rules", "scripts", "src", "envs", "profiles",
@@ -611,12 +611,10 @@ def write_python_wrapper(bin_dir: Path) -> Path:
 
 
 def child_environment(bin_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of every process the check starts: this checkout's ``src`` on PYTHONPATH,
-    unbuffered output, and a ``python`` that is this interpreter (the pipeline's rules call
-    ``python scripts/...``; GPU nodes often have only ``python3``)."""
+    """Environment of every process the check starts: unbuffered output and a ``python`` that
+    is this interpreter (the pipeline's rules call ``python scripts/...``; GPU nodes often have
+    only ``python3``), which has the checkout installed, so children import the same package."""
     env = dict(os.environ if base is None else base)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"),
-                                                      env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     if needs_python_wrapper(env.get("PATH")):
         write_python_wrapper(bin_dir)
@@ -648,50 +646,30 @@ def parse_budgets(items: Sequence[str], base: dict[str, float]) -> dict[str, flo
     return budgets
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+@dataclass(frozen=True)
+class CheckOptions:
+    """One run of the check as scripts/gpu_check.py asks for it."""
 
-    p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("gpu-check"),
-                   help=f"folder for {SUMMARY_NAME} and {SNAKEMAKE_LOG} (small files only)")
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    p.add_argument("--tiny", action="store_true",
-                   help="tiny sizes (few donors, 32 px, 1 epoch, resnet18 only, Study A's and "
-                        "B's shapes without cross-validation or ensemble): the same code path "
-                        "on CPU, for the test suite")
-    p.add_argument("--work-dir", type=Path, default=None,
-                   help="scratch folder for data, stores and runs (several GB at full size); "
-                        "default: a new temporary folder, removed at the end")
-    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
-    p.add_argument("--parts", default=",".join(PARTS),
-                   help=f"comma-separated subset of {','.join(PARTS)}")
-    p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
-                   help="end everything this many seconds after the start, cutting the last "
-                        "parts' budgets to fit (default: the sum of the budgets + "
-                        f"{FINISH_S:.0f} s)")
-    p.add_argument("--budget", nargs="*", default=[], metavar="PART=SECONDS",
-                   help="override a part's time budget, e.g. bench=240 (defaults on a GPU: "
-                        f"{', '.join(f'{k}={v:.0f}' for k, v in BUDGETS.items())}; --tiny: "
-                        f"{', '.join(f'{k}={v:.0f}' for k, v in TINY_BUDGETS.items())})")
-    args = p.parse_args(argv)
-    selected = [s.strip() for s in args.parts.split(",") if s.strip()]
-    unknown = sorted(set(selected) - set(PARTS))
-    if unknown:
-        p.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
-    scale = TINY if args.tiny else FULL
-    try:
-        budgets = parse_budgets(args.budget, scale.budgets)
-    except ValueError as exc:
-        p.error(str(exc))
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="leukopipe-gpu-check-"))
+    out: Path
+    device: str
+    tiny: bool
+    parts: Sequence[str]  # in the order of PARTS
+    budgets: dict[str, float]
+    work_dir: Path | None = None  # None: a new temporary folder, removed at the end
+    keep_work: bool = False
+    deadline: float | None = None
+
+
+def run_check(opts: CheckOptions) -> int:
+    """Run the selected parts; exit code 0 when every part is ok, 130 when interrupted."""
+    scale = TINY if opts.tiny else FULL
+    work = opts.work_dir or Path(tempfile.mkdtemp(prefix="leukopipe-gpu-check-"))
     # SIGTERM (e.g. from `timeout`) becomes an exception, so that the running part's process
     # group is ended too (it lives in a session of its own and would not hear the signal)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    check = Check(args.out, work, args.device, scale, budgets,
-                  [n for n in PARTS if n in selected], deadline=args.deadline)
-    check.say(f"{scale.name} on {args.device}; scratch {work}; out {args.out}")
+    check = Check(opts.out, work, opts.device, scale, opts.budgets,
+                  [n for n in PARTS if n in opts.parts], deadline=opts.deadline)
+    check.say(f"{scale.name} on {opts.device}; scratch {work}; out {opts.out}")
     try:
         return check.run()
     except KeyboardInterrupt:
@@ -702,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check.write_summary()
         return 130
     finally:
-        if args.work_dir is None and not args.keep_work:
+        if opts.work_dir is None and not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
 
 

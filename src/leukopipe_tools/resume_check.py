@@ -41,7 +41,7 @@ from leukopipe.data.pixel_store import create_store
 from leukopipe.plumbing.atomic import write_json, write_parquet
 from leukopipe_tools.process_group import end_group, group_members
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]  # src/leukopipe_tools/<this> -> the checkout
 KILL_AT = 0.4  # fraction of an epoch after the last save at which the signal is sent
 # history columns compared with the undisturbed run (timing columns differ by nature)
 COMPARED = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",

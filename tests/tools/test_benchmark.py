@@ -42,8 +42,9 @@ def test_loader_counts_batches(stores: dict[str, Path]) -> None:
 def test_pure_step_and_real_loop(stores: dict[str, Path]) -> None:
     pure = bm.pure_step_rate("resnet18", 32, 4, "cpu", steps=2, warmup=1)
     assert pure.items == 8 and pure.rate > 0 and "resnet18" in pure.setting
-    real = bm.real_loop_rate("resnet18", stores["pixels"], stores["manifest"], stores["vpix"],
-                             stores["vman"], batch_size=8, epochs=2, workers=0)
+    real = bm.real_loop_rate(bm.RealLoop("resnet18", stores["pixels"], stores["manifest"],
+                                         stores["vpix"], stores["vman"], batch_size=8,
+                                         epochs=2, workers=0))
     assert real.items == 16  # one steady epoch (epoch 2) of 16 images
     assert real.rate > 0 and real.seconds == pytest.approx(16 / real.rate)
 

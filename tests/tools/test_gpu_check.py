@@ -112,7 +112,7 @@ def test_python_wrapper_when_python_is_missing(tmp_path):
     wrapper = tmp_path / "bin" / "python"
     assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
     assert wrapper.is_file() and not wrapper.is_symlink()
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT / "src")
+    assert "PYTHONPATH" not in env  # children import the installed package, as this one does
     assert env["PYTHONUNBUFFERED"] == "1"
     # `python` now is this interpreter, with its environment (a symlink would lose the venv)
     out = subprocess.run(["python", "-c", "import sys, yaml; print(sys.prefix)"], env=env,
@@ -413,6 +413,7 @@ def test_session_script_bounds_the_check():
     text = (ROOT / "tools" / "gpu-session.sh").read_text()
     assert "--system-site-packages" in text and "--no-index --find-links .whl" in text
     assert re.search(r"timeout -k \d+ .*scripts/gpu_check.py .*--deadline", text)
+    assert re.search(r"pip install .*--no-deps .*\\\n\s*-e \. ", text)  # the checkout, installed
     budgets = sum(gc.BUDGETS.values()) + gc.FINISH_S
     assert budgets < 9 * 60  # the check's own bound
     default_limit = int(re.search(r"LIMIT=\$\{2:-(\d+)\}", text).group(1))

@@ -126,8 +126,8 @@ def test_ranking_and_markdown_from_summaries(tmp_path):
 
 def test_local_sweep_trains_every_point_with_the_train_code(tmp_path, augment_dir):
     points = sweep.grid(_base(), [1e-3, 1e-2], [1], [0])
-    ex = sweep.make_executor(tmp_path / "submitit", "local", timeout_min=30, gpus=0,
-                             cpus_per_task=1, mem_gb=1)
+    ex = sweep.make_executor(tmp_path / "submitit", sweep.ClusterSettings(
+        "local", timeout_min=30, gpus=0, cpus_per_task=1, mem_gb=1))
     frame = sweep.run_sweep(points, sweep.SweepData.from_augment_dir(augment_dir), tmp_path,
                             ex, threads=1)
     assert (frame["status"] == "done").all(), frame.to_dict("records")
@@ -154,8 +154,8 @@ def test_local_usr2_signal_checkpoints_requeues_and_resumes(tmp_path, augment_di
     local executor restarts it, training resumes from state.pt; result = undisturbed run."""
     cfg = _base(epochs=8, patience=8, seed=5)  # ~0.2 s per epoch
     data = sweep.SweepData.from_augment_dir(augment_dir)
-    ex = sweep.make_executor(tmp_path / "submitit", "local", timeout_min=30, gpus=0,
-                             cpus_per_task=1, mem_gb=1)
+    ex = sweep.make_executor(tmp_path / "submitit", sweep.ClusterSettings(
+        "local", timeout_min=30, gpus=0, cpus_per_task=1, mem_gb=1))
     jobs = sweep.submit(ex, [cfg], data, tmp_path / "sweep", threads=1)
     (name, job), = jobs.items()
     state = tmp_path / "sweep" / "resume" / name / "state.pt"
@@ -216,8 +216,9 @@ def test_slurm_job_array_with_status_from_squeue(slurm_cluster: SlurmCluster, tm
     """Two points as one job array on the test cluster; no sacct anywhere (no accounting):
     states come from squeue, and a job killed from outside is reported, not waited on."""
     points = sweep.grid(_base(), [1e-3, 1e-2], [1], [0])
-    ex = sweep.make_executor(tmp_path / "submitit", "slurm", timeout_min=5, gpus=1,
-                             cpus_per_task=1, mem_gb=1, partition=slurm_cluster.gpu_partition)
+    ex = sweep.make_executor(tmp_path / "submitit", sweep.ClusterSettings(
+        "slurm", timeout_min=5, gpus=1, cpus_per_task=1, mem_gb=1,
+        partition=slurm_cluster.gpu_partition))
     data = sweep.SweepData.from_augment_dir(augment_dir)
     jobs = sweep.submit(ex, points, data, tmp_path, threads=1)
     ids = {j.job_id for j in jobs.values()}
@@ -264,8 +265,8 @@ def test_slurm_usr2_checkpoint_requeues_the_job_and_training_resumes(
     for the limit) makes it checkpoint and `scontrol requeue` itself; the restarted job
     resumes from state.pt and finishes with each epoch exactly once."""
     cfg = _base(epochs=30, patience=30, seed=2)
-    ex = sweep.make_executor(tmp_path / "submitit", "slurm", timeout_min=5, gpus=0,
-                             cpus_per_task=1, mem_gb=1, signal_delay_s=100)
+    ex = sweep.make_executor(tmp_path / "submitit", sweep.ClusterSettings(
+        "slurm", timeout_min=5, gpus=0, cpus_per_task=1, mem_gb=1, signal_delay_s=100))
     jobs = sweep.submit(ex, [cfg], sweep.SweepData.from_augment_dir(augment_dir), tmp_path,
                         threads=1)
     (name, job), = jobs.items()

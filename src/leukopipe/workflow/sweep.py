@@ -182,27 +182,41 @@ class SqueueSlurmJob(SlurmJob[tp.Any]):
 # ------------------------------------------------------------------------------- executor
 
 
-def make_executor(folder: str | os.PathLike[str], cluster: str = "slurm", *,
-                  timeout_min: int = 720, partition: str | None = None, gpus: int = 1,
-                  cpus_per_task: int = 8, mem_gb: float = 32, array_parallelism: int = 16,
-                  max_num_timeout: int = 3, signal_delay_s: int = 120,
-                  account: str | None = None) -> submitit.AutoExecutor:
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where and with what resources the sweep's jobs run (scripts/sweep.py's cluster group)."""
+
+    cluster: str = "slurm"
+    timeout_min: int = 720
+    partition: str | None = None
+    gpus: int = 1
+    cpus_per_task: int = 8
+    mem_gb: float = 32
+    array_parallelism: int = 16
+    max_num_timeout: int = 3
+    signal_delay_s: int = 120
+    account: str | None = None
+
+
+def make_executor(folder: str | os.PathLike[str],
+                  settings: ClusterSettings) -> submitit.AutoExecutor:
     """An AutoExecutor for the sweep; on SLURM its jobs report status through squeue."""
-    if cluster not in CLUSTERS:
-        raise InvalidInputError(f"cluster must be one of {CLUSTERS}, got {cluster!r}")
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
-                                     slurm_max_num_timeout=max_num_timeout)
+    if settings.cluster not in CLUSTERS:
+        raise InvalidInputError(f"cluster must be one of {CLUSTERS}, got {settings.cluster!r}")
+    executor = submitit.AutoExecutor(folder=folder, cluster=settings.cluster,
+                                     slurm_max_num_timeout=settings.max_num_timeout)
     params: dict[str, Any] = {
-        "timeout_min": timeout_min, "name": "leukopipe-sweep", "cpus_per_task": cpus_per_task,
-        "mem_gb": mem_gb, "slurm_array_parallelism": array_parallelism,
-        "slurm_signal_delay_s": signal_delay_s,
+        "timeout_min": settings.timeout_min, "name": "leukopipe-sweep",
+        "cpus_per_task": settings.cpus_per_task, "mem_gb": settings.mem_gb,
+        "slurm_array_parallelism": settings.array_parallelism,
+        "slurm_signal_delay_s": settings.signal_delay_s,
     }
-    if gpus:
-        params["gpus_per_node"] = gpus
-    if partition:
-        params["slurm_partition"] = partition
-    if account:
-        params["slurm_additional_parameters"] = {"account": account}
+    if settings.gpus:
+        params["gpus_per_node"] = settings.gpus
+    if settings.partition:
+        params["slurm_partition"] = settings.partition
+    if settings.account:
+        params["slurm_additional_parameters"] = {"account": settings.account}
     executor.update_parameters(**params)
     return executor
 
@@ -333,3 +347,33 @@ def run_sweep(points: tp.Sequence[TrainConfig], data: SweepData,
     frame = collect(out_dir, points, errors)
     write_results(frame, out_dir)
     return frame
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """One sweep as scripts/sweep.py asks for it: the augment output it reads, the folder it
+    writes, the grid around ``base`` and where the jobs run."""
+
+    augment_dir: Path
+    out_dir: Path
+    base: TrainConfig
+    lrs: tp.Sequence[float]
+    partial_stages: tp.Sequence[int]
+    seeds: tp.Sequence[int]
+    cluster: ClusterSettings
+    threads: int | None = None
+
+
+def run_request(request: SweepRequest) -> int:
+    """Run the sweep, print how many points are done and the best one; exit code 0 when every
+    point is done, else 1."""
+    data = SweepData.from_augment_dir(request.augment_dir)
+    points = grid(request.base, request.lrs, request.partial_stages, request.seeds)
+    executor = make_executor(request.out_dir / "submitit", request.cluster)
+    frame = run_sweep(points, data, request.out_dir, executor, threads=request.threads)
+    done = int((frame["status"] == "done").sum())
+    print(f"{done}/{len(frame)} runs done; ranked summary: {request.out_dir / 'sweep.md'}")
+    if done:
+        best = frame.iloc[0]
+        print(f"best: {best['name']} (val macro-F1 {best['val_macro_f1']:.4f})")
+    return 0 if done == len(frame) else 1
