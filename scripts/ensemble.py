@@ -8,21 +8,18 @@ intervals, referral and subject-level diagnosis chosen on validation). No model 
 
 from __future__ import annotations
 
+import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.evaluate.ensemble import load_member_predictions, soft_vote
-from leukopipe.evaluate.eval_record import build_record
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.provenance import provenance
-
-log = logging.getLogger("ensemble")
+from leukopipe.evaluate.ensemble import run_ensemble
+from leukopipe.evaluate.eval_record import OutputFiles, ScoringSettings
+from leukopipe.plumbing import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument(
         "--members",
@@ -53,38 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--predictions-out", required=True, type=Path, help="predictions.parquet")
     p.add_argument("--val-predictions-out", required=True, type=Path, help="validation ones")
     p.add_argument("--metrics-out", required=True, type=Path, help="metrics.json")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    test = soft_vote(load_member_predictions(args.members, "predictions.parquet"))
-    val = soft_vote(load_member_predictions(args.members, "val_predictions.parquet"))
-    pred, val_pred, record = build_record(
-        test,
-        test["prob_all"].to_numpy(),
-        val,
-        val["prob_all"].to_numpy(),
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = ScoringSettings(
         threshold=args.threshold,
         n_boot=args.bootstrap,
         seed=args.seed,
         referral_target=args.referral_target,
         referral_criterion=args.referral_criterion,
     )
-    record["experiment"] = {**json.loads(args.experiment_json), "variant": "ensemble"}
-    record["members"] = [str(m) for m in args.members]
-    record["files"] = {
-        "predictions": args.predictions_out.name,
-        "val_predictions": args.val_predictions_out.name,
-    }
-    record["provenance"] = provenance()
-    atomic.write_parquet(args.predictions_out, pred)
-    atomic.write_parquet(args.val_predictions_out, val_pred)
-    atomic.write_json(args.metrics_out, record)
-    m = record["metrics"]
-    log.info(
-        "soft vote of %d: test n=%d accuracy %.4f AUC %s",
-        len(args.members),
-        record["n_test"],
-        m["accuracy"],
-        m["roc_auc"],
+    run_ensemble(
+        args.members,
+        settings,
+        json.loads(args.experiment_json),
+        OutputFiles(args.predictions_out, args.metrics_out, args.val_predictions_out),
     )
     return 0
 

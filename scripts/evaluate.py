@@ -11,35 +11,26 @@ dihedral test-time augmentation (same checkpoint) and a Grad-CAM grid of sample 
 
 from __future__ import annotations
 
+import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
-from leukopipe.evaluate.inference import load_classifier
-from leukopipe.evaluate.scoring import evaluate, gradcam_grid, train_val_gap
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.errors import InvalidInputError
-from leukopipe.plumbing.hashing import sha256_file
-from leukopipe.plumbing.provenance import provenance
-from leukopipe.plumbing.readers import read_parquet
+from leukopipe.evaluate.eval_record import OutputFiles
+from leukopipe.evaluate.scoring import (
+    EvalSettings,
+    EvaluationJob,
+    GradcamSettings,
+    evaluate_experiment,
+)
+from leukopipe.plumbing import cli
 from leukopipe.plumbing.schema import defaults
 
-log = logging.getLogger("evaluate")
 GRADCAM = defaults("gradcam")
 
 
-def _run_record(path: Path | None) -> dict | None:
-    if path is None:
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    return {k: record.get(k) for k in ("host", "time_utc", "code_version", "sha256")}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="best.pt of the experiment")
     p.add_argument("--history", type=Path, default=None, help="history.parquet of the experiment")
@@ -125,94 +116,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="copy of history.parquet beside the metrics, so eval/ alone makes tables",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    clf = load_classifier(args.checkpoint, args.device)
-    test = read_parquet(args.test_manifest)
-    val = read_parquet(args.val_manifest)
-    tta = args.tta_metrics_out is not None
-    if tta and not (args.tta_predictions_out and args.tta_val_predictions_out):
-        raise InvalidInputError(
-            "--tta-metrics-out needs --tta-predictions-out and --tta-val-predictions-out"
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    gradcam = None
+    if args.gradcam_out:
+        gradcam = GradcamSettings(
+            args.gradcam_out, args.gradcam_per_group, args.gradcam_stage, args.gradcam_alpha
         )
-    variants = evaluate(
-        clf,
-        test,
-        args.test_pixels,
-        val,
-        args.val_pixels,
+    settings = EvalSettings(
         threshold=args.threshold,
         n_boot=args.bootstrap,
         seed=args.seed,
         referral_target=args.referral_target,
         referral_criterion=args.referral_criterion,
         batch_size=args.batch_size,
-        tta=tta,
     )
-    history = read_parquet(args.history) if args.history else pd.DataFrame()
-    meta = clf.meta
-    experiment = json.loads(args.experiment_json)
-    common = {
-        "training": {
-            **train_val_gap(history, meta.get("best_epoch")),
-            "backbone": meta["backbone"],
-            "strategy": meta.get("strategy"),
-            "partial_stages": meta.get("partial_stages"),
-            "image_size": meta["image_size"],
-            "train_config": meta.get("train_config"),
-            # the fetch_weights record (timm tag, its pretraining data, sha256); None: no weights
-            "weights": (meta.get("extra_meta") or {}).get("weights"),
-            "checkpoint_code_version": (meta.get("provenance") or {}).get("code_version"),
-            # host and time of the training, which the checkpoint leaves out (identical bytes)
-            "run": _run_record(args.run_record),
-        },
-        "checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)},
-        "provenance": provenance(),
-    }
-    outputs = {
-        "plain": (args.predictions_out, args.val_predictions_out, args.metrics_out),
-        "tta": (args.tta_predictions_out, args.tta_val_predictions_out, args.tta_metrics_out),
-    }
-    for variant, (predictions, val_predictions, record) in variants.items():
-        pred_out, val_out, metrics_out = outputs[variant]
-        name = experiment.get("name", "experiment")
-        record["experiment"] = {
-            **experiment,
-            "name": f"{name}+tta" if variant == "tta" else name,
-            "variant": "tta" if variant == "tta" else "single",
-        }
-        record.update(common)
-        record["files"] = {
-            "predictions": pred_out.name,
-            "val_predictions": val_out.name if val_out else None,
-        }
-        atomic.write_parquet(pred_out, predictions)
-        if val_out:
-            atomic.write_parquet(val_out, val_predictions)
-        atomic.write_json(metrics_out, record)
-    if args.history_out:
-        atomic.write_parquet(args.history_out, history)
-    if args.gradcam_out:
-        gradcam_grid(
-            clf,
-            variants["plain"][0],
-            test,
-            args.test_pixels,
-            args.gradcam_out,
-            per_group=args.gradcam_per_group,
-            stage=args.gradcam_stage,
-            alpha=args.gradcam_alpha,
-            title=f"Grad-CAM on test cells: {experiment.get('name', args.checkpoint.parent.name)}",
+    evaluate_experiment(
+        EvaluationJob(
+            checkpoint=args.checkpoint,
+            history=args.history,
+            run_record=args.run_record,
+            test_manifest=args.test_manifest,
+            test_pixels=args.test_pixels,
+            val_manifest=args.val_manifest,
+            val_pixels=args.val_pixels,
+            settings=settings,
+            experiment=json.loads(args.experiment_json),
+            outputs=OutputFiles(args.predictions_out, args.metrics_out, args.val_predictions_out),
+            tta_predictions=args.tta_predictions_out,
+            tta_val_predictions=args.tta_val_predictions_out,
+            tta_metrics=args.tta_metrics_out,
+            history_out=args.history_out,
+            gradcam=gradcam,
+            device=args.device,
         )
-    record = variants["plain"][2]
-    m = record["metrics"]
-    log.info(
-        "test n=%d: accuracy %.4f, F1(ALL) %.4f, weighted F1 %.4f, AUC %s",
-        record["n_test"],
-        m["accuracy"],
-        m["f1"],
-        m["weighted_f1"],
-        m["roc_auc"],
     )
     return 0
 

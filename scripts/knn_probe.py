@@ -9,23 +9,22 @@ Writes predictions.parquet, val_predictions.parquet and metrics.json like the ev
 
 from __future__ import annotations
 
+import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.evaluate.knn import run_probe
+from leukopipe.evaluate.eval_record import OutputFiles, ScoringSettings
+from leukopipe.evaluate.knn import ProbeJob, run_probe
 from leukopipe.plumbing import cli
-
-log = logging.getLogger("knn_probe")
 
 
 def _weights(value: str) -> Path | None:
     return None if value.lower() == "none" else Path(value)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__.splitlines()[0])
     p.add_argument(
         "--experiment-json",
@@ -56,31 +55,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--predictions-out", required=True, type=Path, help="predictions.parquet")
     p.add_argument("--val-predictions-out", required=True, type=Path, help="validation ones")
     p.add_argument("--metrics-out", required=True, type=Path, help="metrics.json")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    record = run_probe(
-        experiment=json.loads(args.experiment_json),
-        image_size=args.image_size,
-        weights=args.pretrained_weights,
-        weights_record=args.weights_record,
-        stores={
-            part: (getattr(args, f"{part}_manifest"), getattr(args, f"{part}_pixels"))
-            for part in ("train", "val", "test")
-        },
-        out={
-            "predictions": args.predictions_out,
-            "val_predictions": args.val_predictions_out,
-            "metrics": args.metrics_out,
-        },
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = ScoringSettings(
         threshold=args.threshold,
         n_boot=args.bootstrap,
         referral_target=args.referral_target,
         referral_criterion=args.referral_criterion,
-        batch_size=args.batch_size,
-        device=args.device,
     )
-    log.info("k-NN probe, k=%d: test n=%d accuracy %.4f", record["knn"]["k"],
-             record["n_test"], record["metrics"]["accuracy"])
+    run_probe(
+        ProbeJob(
+            experiment=json.loads(args.experiment_json),
+            image_size=args.image_size,
+            weights=args.pretrained_weights,
+            weights_record=args.weights_record,
+            stores={
+                part: (getattr(args, f"{part}_manifest"), getattr(args, f"{part}_pixels"))
+                for part in ("train", "val", "test")
+            },
+            outputs=OutputFiles(args.predictions_out, args.metrics_out, args.val_predictions_out),
+            settings=settings,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    )
     return 0
 
 

@@ -9,19 +9,17 @@ subject-level calls with each fold's own validation-chosen thresholds.
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.evaluate.pooled_folds import load_parts, pool
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.provenance import provenance
-
-log = logging.getLogger("pool_folds")
+from leukopipe.evaluate.eval_record import OutputFiles
+from leukopipe.evaluate.pooled_folds import run_pool
+from leukopipe.plumbing import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--member-predictions", nargs="+", required=True, type=Path,
                    help="each fold's predictions (test set), one per fold")
@@ -33,20 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--predictions-out", required=True, type=Path, help="pooled predictions")
     p.add_argument("--metrics-out", required=True, type=Path, help="pooled metrics.json")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    parts = load_parts(args.member_predictions, args.member_metrics)
-    predictions, record = pool(
-        parts, threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed
-    )
-    record["files"] = {"predictions": args.predictions_out.name}
-    record["provenance"] = provenance()
-    atomic.write_parquet(args.predictions_out, predictions)
-    atomic.write_json(args.metrics_out, record)
-    log.info(
-        "pooled %d folds of %s: %d test images, accuracy %.4f",
-        len(parts), record["experiment"]["family"], record["n_test"],
-        record["metrics"]["accuracy"],
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run_pool(
+        args.member_predictions,
+        args.member_metrics,
+        OutputFiles(args.predictions_out, args.metrics_out),
+        threshold=args.threshold,
+        n_boot=args.bootstrap,
+        seed=args.seed,
     )
     return 0
 

@@ -12,26 +12,16 @@ single image, --gradcam-out also saves its Grad-CAM map (the regions behind the 
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukopipe.evaluate.inference import load_classifier
-from leukopipe.evaluate.predict import (
-    NoImagesError,
-    gradcam_image,
-    list_images,
-    predict_paths,
-    referral_threshold,
-)
-from leukopipe.plumbing import atomic, cli
-from leukopipe.plumbing.errors import InvalidInputError
-
-log = logging.getLogger("predict")
+from leukopipe.evaluate.predict import PredictJob, predict_images
+from leukopipe.plumbing import cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = cli.parser(__doc__)
     p.add_argument("--checkpoint", required=True, type=Path, help="a trained best.pt")
     p.add_argument(
@@ -78,44 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--gradcam-alpha", type=float, default=0.45, help="opacity of the heat map")
     p.add_argument("--out", required=True, type=Path, help="CSV file to write")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    paths = list_images(args.images, args.column)  # before the model: no images fails at once
-    clf = load_classifier(args.checkpoint, args.device)
-    if args.gradcam_out and len(paths) != 1:
-        raise InvalidInputError(
-            f"--gradcam-out explains a single image; {args.images} holds {len(paths)}"
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    predict_images(
+        PredictJob(
+            checkpoint=args.checkpoint,
+            images=args.images,
+            out=args.out,
+            column=args.column,
+            metrics=args.metrics,
+            refer_below=args.refer_below,
+            threshold=args.threshold,
+            batch_size=args.batch_size,
+            device=args.device,
+            keep_going=args.keep_going,
+            gradcam_out=args.gradcam_out,
+            gradcam_stage=args.gradcam_stage,
+            gradcam_alpha=args.gradcam_alpha,
         )
-    refer = referral_threshold(
-        args.metrics, args.refer_below, args.checkpoint, clf.meta["backbone"]
-    )
-    df = predict_paths(
-        clf,
-        paths,
-        threshold=args.threshold,
-        refer_below=refer,
-        batch_size=args.batch_size,
-        keep_going=args.keep_going,
-    )
-    with atomic.atomic_path(args.out) as tmp:
-        df.to_csv(tmp, index=False)
-    if args.gradcam_out:
-        gradcam_image(
-            clf, paths[0], args.gradcam_out, stage=args.gradcam_stage, alpha=args.gradcam_alpha
-        )
-        log.info("Grad-CAM of %s -> %s", paths[0], args.gradcam_out)
-    failed = int((df["error"] != "").sum())
-    if failed == len(df):
-        raise NoImagesError(
-            f"none of the {failed} image(s) could be scored; {args.out} lists why in its error "
-            "column"
-        )
-    log.info(
-        "%d image(s) scored, %d unreadable, %d referred -> %s",
-        len(df) - failed,
-        failed,
-        int(df["refer_to_expert"].sum()),
-        args.out,
     )
     return 0
 

@@ -12,10 +12,13 @@ from report_fixtures import split_audit
 
 from leukopipe.evaluate import metrics
 from leukopipe.evaluate.ensemble import soft_vote
-from leukopipe.evaluate.eval_record import build_record, pooled_record
+from leukopipe.evaluate.eval_record import ScoringSettings, build_record, pooled_record
 from leukopipe.evaluate.pooled_folds import load_parts, pool
 from leukopipe.plumbing.errors import InvalidInputError
 from leukopipe.report import compare, protocol
+
+# the config's scoring settings with few bootstrap resamples (small and fast)
+BOOT_50 = ScoringSettings.from_config(n_boot=50)
 
 
 def manifest(prefix: str, n_subjects: int = 6, cells: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -53,7 +56,7 @@ def test_pooled_record_equals_metrics_of_the_concatenated_folds():
     parts = []
     for f in range(3):
         test, val = manifest(f"t{f}_"), manifest(f"v{f}_")
-        pred, _, rec = build_record(test, probs(test, f), val, probs(val, 10 + f), n_boot=50)
+        pred, _, rec = build_record(test, probs(test, f), val, probs(val, 10 + f), BOOT_50)
         parts.append((pred, rec))
     pred, rec = pooled_record(parts, n_boot=50)
     both = pd.concat([p for p, _ in parts])
@@ -69,7 +72,7 @@ def test_pooled_record_equals_metrics_of_the_concatenated_folds():
 
 def write_eval(folder: Path, name: str, split: str, test: pd.DataFrame, seed: int) -> Path:
     val = manifest("val")
-    pred, _, rec = build_record(test, probs(test, seed), val, probs(val, seed + 50), n_boot=50)
+    pred, _, rec = build_record(test, probs(test, seed), val, probs(val, seed + 50), BOOT_50)
     rec["experiment"] = {
         "name": name,
         "group": "g",

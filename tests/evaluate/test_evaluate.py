@@ -19,8 +19,7 @@ from train_fixtures import write_data, write_split
 from leukopipe.evaluate.calibration import apply_temperature
 from leukopipe.evaluate.inference import load_classifier, predict_store
 from leukopipe.evaluate.predict import predict_paths
-from leukopipe.evaluate.scoring import evaluate, train_val_gap
-from leukopipe.plumbing.schema import defaults
+from leukopipe.evaluate.scoring import EvalSettings, evaluate, train_val_gap
 from leukopipe.report import compare, literature, protocol, tables
 from leukopipe.report.html import build_html
 from leukopipe.train.loop import TrainConfig, train
@@ -28,10 +27,7 @@ from leukopipe.train.loop import TrainConfig, train
 ROOT = Path(__file__).resolve().parents[2]
 
 # the pipeline's evaluation settings (the schema's defaults), smaller bootstrap where noted
-EVAL_SETTINGS = {
-    key: defaults("evaluate")[key]
-    for key in ("threshold", "referral_target", "referral_criterion", "batch_size")
-} | {"n_boot": defaults("evaluate")["bootstrap"]}
+EVAL_SETTINGS = EvalSettings.from_config
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +85,7 @@ def test_evaluate_record(trained):
         trained["test_pixels"],
         val,
         trained["val_pixels"],
-        **{**EVAL_SETTINGS, "n_boot": 50, "referral_target": 0.9},
+        EVAL_SETTINGS(n_boot=50, referral_target=0.9),
     )["plain"]
     assert len(val_preds) == len(val) and val_preds["referred"].dtype == bool
     assert list(preds.columns[:5]) == ["image_id", "subject", "label", "prob_all", "pred"]
@@ -112,7 +108,7 @@ def test_store_shorter_than_manifest_is_a_clear_error(trained, tmp_path):
     short = tmp_path / "short.npy"
     np.save(short, np.load(trained["test_pixels"])[:10])
     with pytest.raises(ValueError, match="rerun the resize step"):
-        evaluate(clf, test, short, test, short, **{**EVAL_SETTINGS, "n_boot": 10})
+        evaluate(clf, test, short, test, short, EVAL_SETTINGS(n_boot=10))
 
 
 def _record(name: str, seed: int, acc: float, split: str = "image", strategy: str = "full") -> dict:
@@ -318,8 +314,7 @@ def test_tta_views_are_the_eight_symmetries_and_scores_average_them(trained):
         trained["test_pixels"],
         val,
         trained["val_pixels"],
-        **{**EVAL_SETTINGS, "n_boot": 20},
-        tta=True,
+        EVAL_SETTINGS(n_boot=20, tta=True),
     )
     assert set(out) == {"plain", "tta"}
     assert np.allclose(
@@ -423,7 +418,7 @@ def test_temperature_is_fitted_on_validation_and_changes_no_call(trained):
     val = pd.read_parquet(trained["val_manifest"])
     preds, val_preds, rec = evaluate(
         clf, test, trained["test_pixels"], val, trained["val_pixels"],
-        **{**EVAL_SETTINGS, "n_boot": 50, "referral_target": 0.9},
+        EVAL_SETTINGS(n_boot=50, referral_target=0.9),
     )["plain"]  # fmt: skip
     cal = rec["calibration"]
     assert cal["fitted_on"] == "validation" and cal["temperature"] > 0

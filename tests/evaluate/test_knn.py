@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from leukopipe.evaluate.eval_record import ScoringSettings
 from leukopipe.evaluate.inference import Classifier
 from leukopipe.evaluate.knn import choose_k, knn_prob_all, knn_probe, store_features
 from leukopipe.plumbing.errors import InvalidInputError
@@ -55,7 +56,7 @@ def test_probe_on_a_frozen_backbones_features():
                          parts[1][0]["label"].to_numpy(), ks=(1, 3, 5, 100))
     assert set(scores) == {1, 3, 5}  # 100 neighbours do not fit a bank of 40
     pred, val_pred, record = knn_probe(*((m, f) for (m, _), f in zip(parts, feats, strict=True)),
-                                       ks=(1, 3, 5), n_boot=20)
+                                       ScoringSettings.from_config(n_boot=20), ks=(1, 3, 5))
     assert record["knn"]["k"] == k and record["knn"]["bank_images"] == 40
     assert record["metrics"]["accuracy"] > 0.9 and len(pred) == 16 and len(val_pred) == 16
     assert record["ci"]["bootstrap"]["unit"] == "subject"  # intervals like every other row

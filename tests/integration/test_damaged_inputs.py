@@ -52,6 +52,24 @@ def test_truncated_metrics_json_is_named(tmp_path: Path) -> None:
     _one_line_naming(err, metrics)
 
 
+def test_metrics_json_holding_no_record_is_named(tmp_path: Path) -> None:
+    # valid JSON, but not the object evaluate writes (an overwritten file): one line naming it
+    folds = [tmp_path / f"cv2-f{f}" for f in range(2)]
+    for fold in folds:
+        fold.mkdir()
+        (fold / "metrics.json").write_text("[1, 2]")
+    rc, err = _step("pool_folds.py",
+                    "--member-predictions", *[f / "predictions.parquet" for f in folds],
+                    "--member-metrics", *[f / "metrics.json" for f in folds],
+                    "--threshold", "0.5", "--bootstrap", "10",
+                    "--predictions-out", tmp_path / "p.parquet",
+                    "--metrics-out", tmp_path / "m.json")  # fmt: skip
+    assert rc == 1 and "Traceback" not in err, err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and str(folds[0] / "metrics.json") in errors[0], err
+    assert "not a metrics.json record" in errors[0], err
+
+
 def test_truncated_parquet_manifest_is_named(tmp_path: Path) -> None:
     manifest = tmp_path / "test.parquet"
     pd.DataFrame({"image_id": [f"c{i}" for i in range(200)], "path": ["x.bmp"] * 200,

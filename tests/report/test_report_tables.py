@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from report_fixtures import split_audit, write_audits
 
-from leukopipe.evaluate.eval_record import build_record
+from leukopipe.evaluate.eval_record import ScoringSettings, build_record
 from leukopipe.report import captions, compare, literature, protocol, tables
 from leukopipe.report.deviations import deviations, pretrained_tag
 from leukopipe.report.html import build_html
@@ -316,7 +316,9 @@ def _write_eval(folder: Path, split: str, backbone: str, strategy: str, seed: in
     test, val = manifest("t"), manifest("v")
     p_test = np.clip(0.5 + 0.3 * (2 * test["label"] - 1) + rng.normal(0, 0.2, len(test)), 0, 1)
     p_val = np.clip(0.5 + 0.3 * (2 * val["label"] - 1) + rng.normal(0, 0.2, len(val)), 0, 1)
-    pred, _, rec = build_record(test, p_test.to_numpy(), val, p_val.to_numpy(), n_boot=20)
+    pred, _, rec = build_record(
+        test, p_test.to_numpy(), val, p_val.to_numpy(), ScoringSettings.from_config(n_boot=20)
+    )
     name = f"{split}.{backbone}.{strategy}.s{seed}"
     rec["experiment"] = {"name": name, "group": "g", "split": split, "backbone": backbone,
                          "strategy": strategy, "partial_stages": 2, "seed": seed,

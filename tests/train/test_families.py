@@ -21,7 +21,7 @@ from train_fixtures import write_data, write_split
 
 from leukopipe.evaluate.gradcam import gradcam, target_layer, token_map
 from leukopipe.evaluate.inference import Classifier, load_classifier
-from leukopipe.evaluate.scoring import evaluate, gradcam_grid
+from leukopipe.evaluate.scoring import EvalSettings, evaluate, gradcam_grid
 from leukopipe.plumbing.schema import defaults
 from leukopipe.train import weights
 from leukopipe.train.loop import TrainConfig, prepare_model, train
@@ -301,11 +301,8 @@ def test_each_family_trains_evaluates_and_explains(runs, tiny, tmp_path, family)
     assert clf.image_size == SIZE
     test = pd.read_parquet(tiny["test_manifest"])
     val = pd.read_parquet(tiny["val_manifest"])
-    settings = defaults("evaluate")
     preds, _, record = evaluate(
-        clf, test, tiny["test_pixels"], val, tiny["val_pixels"], n_boot=20,
-        threshold=settings["threshold"], referral_target=settings["referral_target"],
-        referral_criterion=settings["referral_criterion"], batch_size=settings["batch_size"],
+        clf, test, tiny["test_pixels"], val, tiny["val_pixels"], EvalSettings.from_config(n_boot=20)
     )["plain"]
     assert len(preds) == 12 and record["n_test"] == 12
     assert preds["prob_all"].between(0, 1).all()

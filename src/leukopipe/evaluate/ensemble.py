@@ -7,14 +7,25 @@ a single model. Members must have scored the same images (the same split).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from leukopipe.evaluate.eval_record import (
+    OutputFiles,
+    ScoringSettings,
+    build_record,
+    finish_record,
+    write_outputs,
+)
 from leukopipe.plumbing.errors import InvalidInputError
 from leukopipe.plumbing.readers import read_parquet
 
+# the step's own name, which its log lines have always carried
+log = logging.getLogger("ensemble")
 KEYS = ["image_id", "subject", "label"]
 
 
@@ -45,3 +56,31 @@ def soft_vote(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def load_member_predictions(folders: list[Path], name: str) -> list[pd.DataFrame]:
     """Each member folder's ``name`` parquet (predictions.parquet or val_predictions.parquet)."""
     return [read_parquet(Path(f) / name) for f in folders]
+
+
+def run_ensemble(
+    members: list[Path],
+    settings: ScoringSettings,
+    experiment: dict[str, Any],
+    outputs: OutputFiles,
+) -> dict[str, Any]:
+    """The ensemble step: soft vote of the ``members`` (eval folders) on test and validation,
+    scored like a single model, written atomically, a summary logged; returns the record."""
+    test = soft_vote(load_member_predictions(members, "predictions.parquet"))
+    val = soft_vote(load_member_predictions(members, "val_predictions.parquet"))
+    pred, val_pred, scored = build_record(
+        test, test["prob_all"].to_numpy(), val, val["prob_all"].to_numpy(), settings
+    )
+    record = finish_record(
+        scored,
+        experiment={**experiment, "variant": "ensemble"},
+        outputs=outputs,
+        members=[str(m) for m in members],
+    )
+    write_outputs(outputs, pred, val_pred, record)
+    m = record["metrics"]
+    log.info(
+        "soft vote of %d: test n=%d accuracy %.4f AUC %s",
+        len(members), record["n_test"], m["accuracy"], m["roc_auc"],
+    )
+    return record

@@ -9,8 +9,10 @@ neighbours' vote weighted by exp(cosine / 0.07), the weighting of DINO's k-NN ev
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,21 @@ import torch
 from leukopipe.data.cnmc_names import CLASS_NAMES
 from leukopipe.data.pixel_store import open_store
 from leukopipe.evaluate import metrics
-from leukopipe.evaluate.eval_record import build_record
+from leukopipe.evaluate.eval_record import (
+    OutputFiles,
+    ScoringSettings,
+    build_record,
+    finish_record,
+    write_outputs,
+)
 from leukopipe.evaluate.inference import Classifier
-from leukopipe.plumbing import atomic
 from leukopipe.plumbing.errors import InvalidInputError
-from leukopipe.plumbing.provenance import provenance
 from leukopipe.train.device import pick_device
 from leukopipe.train.models import build_model, normalisation
 from leukopipe.train.weights import check_against_record, load_pretrained
 
+# the step's own name, which its log lines have always carried
+log = logging.getLogger("knn_probe")
 KS: tuple[int, ...] = (1, 3, 5, 10, 20, 50, 100, 200)
 TEMPERATURE = 0.07
 
@@ -100,26 +108,21 @@ def knn_probe(
     train: tuple[pd.DataFrame, np.ndarray],
     val: tuple[pd.DataFrame, np.ndarray],
     test: tuple[pd.DataFrame, np.ndarray],
+    settings: ScoringSettings | None = None,
     *,
     ks: Sequence[int] = KS,
-    threshold: float = 0.5,
-    n_boot: int = 1000,
-    seed: int = 0,
-    referral_target: float = 0.95,
-    referral_criterion: str = "accuracy",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(test predictions, validation predictions, metrics record) of the k-NN probe; each part
+    """(test predictions, validation predictions, scored record) of the k-NN probe; each part
     is (manifest, features in manifest order). The training part is the neighbour bank,
-    validation chooses k, test is scored once with it, like every other row of the tables."""
+    validation chooses k, test is scored once with it, like every other row of the tables;
+    ``settings`` default to the config schema's."""
+    s = settings or ScoringSettings.from_config()
     y = {name: part[0]["label"].to_numpy(dtype=np.int64) for name, part in
          (("train", train), ("val", val), ("test", test))}
-    k, scores = choose_k(train[1], y["train"], val[1], y["val"], ks, threshold)
+    k, scores = choose_k(train[1], y["train"], val[1], y["val"], ks, s.threshold)
     p_val = knn_prob_all(train[1], y["train"], val[1], k)
     p_test = knn_prob_all(train[1], y["train"], test[1], k)
-    pred, val_pred, record = build_record(
-        test[0], p_test, val[0], p_val, threshold=threshold, n_boot=n_boot, seed=seed,
-        referral_target=referral_target, referral_criterion=referral_criterion,
-    )
+    pred, val_pred, record = build_record(test[0], p_test, val[0], p_val, s)
     record["knn"] = {
         "k": k, "chosen_on": "validation macro_f1", "val_macro_f1_by_k": scores,
         "similarity": "cosine", "vote_weight": f"exp(cos / {TEMPERATURE})",
@@ -168,54 +171,54 @@ def _part(
     return frame, store_features(clf, open_store(pixels), batch_size, rows)
 
 
-def run_probe(
-    *,
-    experiment: dict[str, Any],
-    image_size: int,
-    weights: Path | None,
-    weights_record: Path | None,
-    stores: dict[str, tuple[Path, Path]],
-    out: dict[str, Path],
-    threshold: float,
-    n_boot: int,
-    referral_target: float,
-    referral_criterion: str,
-    batch_size: int = 256,
-    device: str | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The k-NN probe of one frozen experiment's pretrained backbone, written atomically.
+@dataclass(frozen=True, kw_only=True)
+class ProbeJob:
+    """Everything the k-NN probe step reads and writes for one frozen experiment.
 
     ``stores`` maps train/val/test to (manifest, pixel store): the experiment's own training
     store is the neighbour bank, so the probe and the linear probe see the same cells.
-    ``out`` maps predictions/val_predictions/metrics to their files. The record is the one
-    every other row has (``build_record``), named ``<experiment>.knn`` with variant ``knn``.
+    ``weights`` None: the random initialisation training draws from the experiment's seed.
     """
-    if weights is not None and weights_record is not None:
-        check_against_record(weights, weights_record)
+
+    experiment: dict[str, Any]
+    image_size: int
+    weights: Path | None
+    weights_record: Path | None
+    stores: dict[str, tuple[Path, Path]]
+    outputs: OutputFiles
+    settings: ScoringSettings
+    batch_size: int = 256
+    device: str | None = None
+
+
+def run_probe(job: ProbeJob) -> dict[str, Any]:
+    """The k-NN probe step: one frozen experiment's pretrained backbone scored by its nearest
+    neighbours, written atomically, a summary logged; returns the record.
+
+    The record is the one every other row has (``build_record``, ``finish_record``), named
+    ``<experiment>.knn`` with variant ``knn``.
+    """
+    if job.weights is not None and job.weights_record is not None:
+        check_against_record(job.weights, job.weights_record)
+    experiment, weights = job.experiment, job.weights
     backbone = str(experiment["backbone"])
     clf = pretrained_classifier(
-        backbone, image_size, weights, seed=int(experiment.get("seed", 0)), device=device
+        backbone, job.image_size, weights, seed=int(experiment.get("seed", 0)), device=job.device
     )
-    parts = {name: _part(clf, m, p, batch_size) for name, (m, p) in stores.items()}
-    pred, val_pred, record = knn_probe(
-        parts["train"], parts["val"], parts["test"], threshold=threshold, n_boot=n_boot,
-        seed=seed, referral_target=referral_target, referral_criterion=referral_criterion,
+    parts = {name: _part(clf, m, p, job.batch_size) for name, (m, p) in job.stores.items()}
+    pred, val_pred, scored = knn_probe(parts["train"], parts["val"], parts["test"], job.settings)
+    record = finish_record(
+        scored,
+        experiment={**experiment, "name": f"{experiment['name']}.knn", "variant": "knn"},
+        outputs=job.outputs,
+        training={
+            "backbone": backbone,
+            "strategy": "frozen",
+            "image_size": job.image_size,
+            "train_config": {"pretrained_weights": str(weights) if weights else None},
+        },
     )
-    record["experiment"] = {
-        **experiment, "name": f"{experiment['name']}.knn", "variant": "knn",
-    }
-    record["training"] = {
-        "backbone": backbone,
-        "strategy": "frozen",
-        "image_size": image_size,
-        "train_config": {"pretrained_weights": str(weights) if weights else None},
-    }
-    record["files"] = {
-        "predictions": out["predictions"].name, "val_predictions": out["val_predictions"].name,
-    }
-    record["provenance"] = provenance()
-    atomic.write_parquet(out["predictions"], pred)
-    atomic.write_parquet(out["val_predictions"], val_pred)
-    atomic.write_json(out["metrics"], record)
+    write_outputs(job.outputs, pred, val_pred, record)
+    log.info("k-NN probe, k=%d: test n=%d accuracy %.4f", record["knn"]["k"],
+             record["n_test"], record["metrics"]["accuracy"])
     return record

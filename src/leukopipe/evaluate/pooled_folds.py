@@ -9,15 +9,25 @@ referral and subject-level calls keep each fold's own validation-chosen threshol
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import pandas as pd
 
 from leukopipe.data.split_modes import family, parse_split_id, pooled_name
-from leukopipe.evaluate.eval_record import pooled_record
+from leukopipe.evaluate.eval_record import (
+    OutputFiles,
+    finish_record,
+    pooled_record,
+    read_metrics,
+    write_outputs,
+)
 from leukopipe.plumbing.errors import InvalidInputError
-from leukopipe.plumbing.readers import read_json, read_parquet
+from leukopipe.plumbing.readers import read_parquet
+
+# the step's own name, which its log lines have always carried
+log = logging.getLogger("pool_folds")
 
 
 def load_parts(
@@ -31,7 +41,7 @@ def load_parts(
         )
     parts = []
     for pred_path, rec_path in zip(predictions, records, strict=True):
-        rec = read_json(rec_path)
+        rec = read_metrics(rec_path)
         parts.append((read_parquet(pred_path), rec))
     splits = [str(rec["experiment"]["split"]) for _, rec in parts]
     folds = [parse_split_id(s) for s in splits]
@@ -69,3 +79,28 @@ def pool(
     # the folds train alike: the first one's weights record stands for all
     record["training"] = {"weights": (parts[0][1].get("training") or {}).get("weights")}
     return predictions, record
+
+
+def run_pool(
+    member_predictions: list[str | os.PathLike[str]],
+    member_metrics: list[str | os.PathLike[str]],
+    outputs: OutputFiles,
+    *,
+    threshold: float,
+    n_boot: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The pool_folds step: every fold's stored predictions and record pooled out of fold,
+    written atomically, a summary logged; returns the record."""
+    parts = load_parts(member_predictions, member_metrics)
+    predictions, scored = pool(parts, threshold=threshold, n_boot=n_boot, seed=seed)
+    record = finish_record(
+        scored, experiment=scored["experiment"], outputs=outputs, training=scored["training"]
+    )
+    write_outputs(outputs, predictions, None, record)
+    log.info(
+        "pooled %d folds of %s: %d test images, accuracy %.4f",
+        len(parts), record["experiment"]["family"], record["n_test"],
+        record["metrics"]["accuracy"],
+    )
+    return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,15 @@ from leukopipe.data.imageio import (
     UnsuitableImageError,
     read_rgb,
 )
-from leukopipe.evaluate.inference import Classifier, predict_batch
+from leukopipe.evaluate.eval_record import read_metrics
+from leukopipe.evaluate.inference import Classifier, load_classifier, predict_batch
+from leukopipe.plumbing import atomic
 from leukopipe.plumbing.errors import InvalidInputError, MissingInputError, UserError
 from leukopipe.plumbing.hashing import sha256_file
-from leukopipe.plumbing.readers import read_json
 
 log = logging.getLogger(__name__)
+# the predict command's own name, which its log lines have always carried
+step_log = logging.getLogger("predict")
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -90,7 +94,7 @@ def referral_threshold(
         return None
     path = Path(metrics_json)
     try:
-        record = read_json(path)
+        record = read_metrics(path)
         threshold = float(record["referral"]["threshold"])
     except FileNotFoundError as exc:
         raise MissingInputError(f"{path}: no such metrics.json") from exc
@@ -189,3 +193,66 @@ def gradcam_image(
     cam, prob = gradcam.gradcam(clf, image[None], stage=stage)
     gradcam_figures.gradcam_single_figure(image, cam[0], float(prob[0]), path.name, out, alpha)
     return float(prob[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictJob:
+    """What the predict command scores and writes: its flags, one field each (their defaults
+    live with the flags)."""
+
+    checkpoint: Path
+    images: Path
+    out: Path
+    column: str
+    metrics: Path | None
+    refer_below: float | None
+    threshold: float
+    batch_size: int
+    device: str | None
+    keep_going: bool
+    gradcam_out: Path | None
+    gradcam_stage: int
+    gradcam_alpha: float
+
+
+def predict_images(job: PredictJob) -> pd.DataFrame:
+    """The predict command: score every image, write the CSV atomically, the Grad-CAM figure
+    of a single image when asked, log a summary; returns the table.
+
+    Raises NoImagesError when no image could be scored (the CSV still lists why)."""
+    paths = list_images(job.images, job.column)  # before the model: no images fails at once
+    clf = load_classifier(job.checkpoint, job.device)
+    if job.gradcam_out and len(paths) != 1:
+        raise InvalidInputError(
+            f"--gradcam-out explains a single image; {job.images} holds {len(paths)}"
+        )
+    refer = referral_threshold(job.metrics, job.refer_below, job.checkpoint, clf.meta["backbone"])
+    df = predict_paths(
+        clf,
+        paths,
+        threshold=job.threshold,
+        refer_below=refer,
+        batch_size=job.batch_size,
+        keep_going=job.keep_going,
+    )
+    with atomic.atomic_path(job.out) as tmp:
+        df.to_csv(tmp, index=False)
+    if job.gradcam_out:
+        gradcam_image(
+            clf, paths[0], job.gradcam_out, stage=job.gradcam_stage, alpha=job.gradcam_alpha
+        )
+        step_log.info("Grad-CAM of %s -> %s", paths[0], job.gradcam_out)
+    failed = int((df["error"] != "").sum())
+    if failed == len(df):
+        raise NoImagesError(
+            f"none of the {failed} image(s) could be scored; {job.out} lists why in its error "
+            "column"
+        )
+    step_log.info(
+        "%d image(s) scored, %d unreadable, %d referred -> %s",
+        len(df) - failed,
+        failed,
+        int(df["refer_to_expert"].sum()),
+        job.out,
+    )
+    return df

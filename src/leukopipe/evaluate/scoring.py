@@ -7,6 +7,9 @@ bootstrap when subjects are known), the checkpoint and code version that produce
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,44 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.pixel_store import open_store
-from leukopipe.evaluate.eval_record import CONVENTION, build_record
-from leukopipe.evaluate.inference import Classifier, predict_store
+from leukopipe.evaluate.eval_record import (
+    CONVENTION,
+    OutputFiles,
+    ScoringSettings,
+    build_record,
+    checkpoint_block,
+    finish_record,
+    train_val_gap,
+    training_block,
+    write_outputs,
+)
+from leukopipe.evaluate.inference import Classifier, load_classifier, predict_store
 from leukopipe.evaluate.tta import predict_store_tta
+from leukopipe.plumbing import atomic
 from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.readers import read_parquet
 
-__all__ = ["CONVENTION", "evaluate", "score", "train_val_gap"]
+__all__ = [
+    "CONVENTION",
+    "EvalSettings",
+    "EvaluationJob",
+    "GradcamSettings",
+    "evaluate",
+    "evaluate_experiment",
+    "score",
+    "train_val_gap",
+]
+
+# the step's own name, which its log lines have always carried
+log = logging.getLogger("evaluate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalSettings(ScoringSettings):
+    """Scoring settings plus inference batch size and whether to score with 8-fold TTA too."""
+
+    batch_size: int
+    tta: bool = False
 
 
 def score(
@@ -44,61 +79,114 @@ def score(
     return predict_store(clf, pixels, batch_size)[rows]
 
 
-def train_val_gap(history: pd.DataFrame, best_epoch: int | None) -> dict[str, Any]:
-    """Accuracies at the best epoch and the train-minus-validation gap (Study B's overfitting)."""
-    if history.empty:
-        return {}
-    row = (
-        history.loc[history["epoch"] == best_epoch]
-        if best_epoch is not None
-        else history.iloc[[-1]]
-    )
-    if row.empty:
-        row = history.iloc[[-1]]
-    r = row.iloc[0]
-    out = {"best_epoch": int(r["epoch"]), "epochs_run": int(history["epoch"].max())}
-    if "val_accuracy" in r:
-        out["val_accuracy"] = float(r["val_accuracy"])
-    if "train_accuracy" in r and pd.notna(r["train_accuracy"]):
-        out["train_accuracy"] = float(r["train_accuracy"])
-        out["gap"] = out["train_accuracy"] - out.get("val_accuracy", np.nan)
-    return out
-
-
 def evaluate(
     clf: Classifier,
     test: pd.DataFrame,
     test_pixels: str | Path,
     val: pd.DataFrame,
     val_pixels: str | Path,
-    *,
-    threshold: float,
-    n_boot: int,
-    referral_target: float,
-    referral_criterion: str,
-    batch_size: int,
-    seed: int = 0,
-    tta: bool = False,
+    settings: EvalSettings,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]]:
-    """Per variant ("plain", and "tta" when asked): test predictions, validation predictions
-    and the metrics record. Validation chooses the referral and subject-level thresholds."""
-    opts = {
-        "threshold": threshold,
-        "n_boot": n_boot,
-        "seed": seed,
-        "referral_target": referral_target,
-        "referral_criterion": referral_criterion,
-    }
-    if not tta:
+    """Per variant ("plain", and "tta" when ``settings.tta``): test predictions, validation
+    predictions and the scored blocks of the record. Validation chooses the referral and
+    subject-level thresholds."""
+    batch_size = settings.batch_size
+    if not settings.tta:
         p_test = score(clf, test, test_pixels, batch_size)
         p_val = score(clf, val, val_pixels, batch_size)
-        return {"plain": build_record(test, p_test, val, p_val, **opts)}
+        return {"plain": build_record(test, p_test, val, p_val, settings)}
     t_mean, t_plain = score(clf, test, test_pixels, batch_size, tta=True)
     v_mean, v_plain = score(clf, val, val_pixels, batch_size, tta=True)
     return {
-        "plain": build_record(test, t_plain, val, v_plain, **opts),
-        "tta": build_record(test, t_mean, val, v_mean, **opts),
+        "plain": build_record(test, t_plain, val, v_plain, settings),
+        "tta": build_record(test, t_mean, val, v_mean, settings),
     }
+
+
+@dataclass(frozen=True)
+class GradcamSettings:
+    """A Grad-CAM grid of sample test cells: where, cells per group, feature stage, opacity."""
+
+    out: Path
+    per_group: int
+    stage: int
+    alpha: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationJob:
+    """Everything the evaluate step reads and writes for one trained experiment.
+
+    ``tta_outputs`` (all three paths, or none) asks for the 8-fold TTA variant too;
+    ``history_out`` copies the history beside the metrics so eval/ alone makes tables.
+    """
+
+    checkpoint: Path
+    history: Path | None
+    run_record: Path | None
+    test_manifest: Path
+    test_pixels: Path
+    val_manifest: Path
+    val_pixels: Path
+    settings: EvalSettings
+    experiment: dict[str, Any]
+    outputs: OutputFiles
+    tta_predictions: Path | None = None
+    tta_val_predictions: Path | None = None
+    tta_metrics: Path | None = None
+    history_out: Path | None = None
+    gradcam: GradcamSettings | None = None
+    device: str | None = None
+
+
+def evaluate_experiment(job: EvaluationJob) -> dict[str, Any]:
+    """The evaluate step: score the checkpoint on test (and validation, which chooses the
+    thresholds), write predictions and metrics.json per variant, the history copy and the
+    Grad-CAM grid when asked, log a summary; returns the plain variant's record."""
+    clf = load_classifier(job.checkpoint, job.device)
+    test = read_parquet(job.test_manifest)
+    val = read_parquet(job.val_manifest)
+    tta = job.tta_metrics is not None
+    if tta and not (job.tta_predictions and job.tta_val_predictions):
+        raise InvalidInputError(
+            "--tta-metrics-out needs --tta-predictions-out and --tta-val-predictions-out"
+        )
+    settings = dataclasses.replace(job.settings, tta=tta)
+    variants = evaluate(clf, test, job.test_pixels, val, job.val_pixels, settings)
+    history = read_parquet(job.history) if job.history else pd.DataFrame()
+    training = training_block(clf.meta, history, job.run_record)
+    checkpoint = checkpoint_block(job.checkpoint)
+    outputs = {"plain": job.outputs}
+    if tta:
+        outputs["tta"] = OutputFiles(job.tta_predictions, job.tta_metrics, job.tta_val_predictions)
+    name = job.experiment.get("name", "experiment")
+    for variant, (predictions, val_predictions, scored) in variants.items():
+        experiment = {
+            **job.experiment,
+            "name": f"{name}+tta" if variant == "tta" else name,
+            "variant": "tta" if variant == "tta" else "single",
+        }
+        record = finish_record(
+            scored, experiment=experiment, outputs=outputs[variant], training=training,
+            checkpoint=checkpoint,
+        )
+        write_outputs(outputs[variant], predictions, val_predictions, record)
+    if job.history_out:
+        atomic.write_parquet(job.history_out, history)
+    if job.gradcam:
+        title = job.experiment.get("name", job.checkpoint.parent.name)
+        gradcam_grid(
+            clf, variants["plain"][0], test, job.test_pixels, job.gradcam.out,
+            per_group=job.gradcam.per_group, stage=job.gradcam.stage, alpha=job.gradcam.alpha,
+            title=f"Grad-CAM on test cells: {title}",
+        )
+    record = variants["plain"][2]
+    m = record["metrics"]
+    log.info(
+        "test n=%d: accuracy %.4f, F1(ALL) %.4f, weighted F1 %.4f, AUC %s",
+        record["n_test"], m["accuracy"], m["f1"], m["weighted_f1"], m["roc_auc"],
+    )
+    return record
 
 
 def gradcam_grid(

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from leukopipe.data.split_modes import family, parse_split_id
+from leukopipe.evaluate.eval_record import read_metrics
 from leukopipe.evaluate.subject_level import AGGREGATION_TEXT, AGGREGATIONS
 from leukopipe.plumbing.errors import InvalidInputError
-from leukopipe.plumbing.readers import read_json
 from leukopipe.report.protocol import group_protocol
 from leukopipe.train.weight_files import split_tag
 
@@ -60,7 +60,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     """The metrics.json files, each with its path recorded."""
     records = []
     for p in paths:
-        rec = read_json(p)
+        rec = read_metrics(p)
         rec["_path"] = str(p)
         records.append(rec)
     if not records:
