@@ -238,7 +238,7 @@ def _cosmetic(text: str) -> str:
 
 @pytest.mark.parametrize(
     "rel",
-    ["src/leukopipe/workflow/cli.py", "src/leukopipe/train/loop.py",
+    ["src/leukopipe/plumbing/cli.py", "src/leukopipe/train/loop.py",
      "src/leukopipe/evaluate/metrics.py", "scripts/train.py"],
 )
 def test_comments_and_docstrings_rerun_nothing(done, rel):

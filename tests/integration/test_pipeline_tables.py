@@ -62,7 +62,7 @@ def test_study_a_row_is_followed_by_the_run_whatever_its_label(run):
     published = models.index("efficientnet_b0 (full)")
     ours = body[published + 1]
     assert ours[0] == "this project"
-    assert ours[header.index("Model")] == "efficientnet_b0 (full) · 32px-bal80"
+    assert ours[header.index("Model")] == "efficientnet_b0 (full) · ra_in1k · 32px-bal80"
     setting = ours[header.index("Setting")]
     assert setting == (
         f"32 px; weights efficientnet_b0.{_tag(run, 'efficientnet_b0')}; at most 2 epochs"
@@ -78,7 +78,7 @@ def test_study_a_row_is_followed_by_the_run_whatever_its_label(run):
 def test_study_b_and_preliminary_test_tables_hold_the_official_run(run):
     md = (run / "tables/comparison.md").read_text()
     header, body = _header(md, "study_b"), _section(md, "study_b")
-    (r,) = [b for b in body if b[0] == "resnet18 (frozen) · 32px-none"]
+    (r,) = [b for b in body if b[0] == "resnet18 (frozen) · a1_in1k · 32px-none"]
     assert r[header.index("Study B acc. % (published)")] == "65.77"
     assert r[header.index("Differs from the published setting")].startswith(
         "Not comparable: 32 px (Study B: 224 px)"
@@ -90,7 +90,7 @@ def test_study_b_and_preliminary_test_tables_hold_the_official_run(run):
         "C-NMC 2019 challenge winner (published)",
     ]
     ours = [b for b in body if b[0] == "this project"]
-    assert [b[header.index("Model")] for b in ours] == ["resnet18 (frozen) · 32px-none"]
+    assert [b[header.index("Model")] for b in ours] == ["resnet18 (frozen) · a1_in1k · 32px-none"]
     assert "preliminary test set" in ours[0][header.index("Protocol")]
     # the image-level run stands beside no preliminary-test reference
     assert "efficientnet_b0" not in " ".join(b[header.index("Model")] for b in ours)
