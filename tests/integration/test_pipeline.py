@@ -34,12 +34,36 @@ pytestmark = pytest.mark.slow
 RUN = "results/tiny"
 
 
+# The pipeline runs stage by stage, each a test of its own, so a failure names its stage; later
+# stages need the earlier ones (a stage run alone also runs what it needs).
+STAGES = {
+    "data": ("download", "merge", "split"),
+    "augment": ("augment", "resize"),
+    "train": ("fetch_weights", "train"),
+    "evaluate": ("evaluate", "ensemble", "pool_folds"),
+    "report": ("compare", "report"),
+}
+
+
 @pytest.fixture(scope="module")
-def done(tmp_path_factory) -> Path:
-    ws = make_workspace(tmp_path_factory.mktemp("pipeline") / "ws", FULL_CONFIG)
-    proc = snakemake(ws, "--cores", "2")
+def workspace(tmp_path_factory) -> Path:
+    return make_workspace(tmp_path_factory.mktemp("pipeline") / "ws", FULL_CONFIG)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_stage_runs(workspace, stage):
+    proc = snakemake(workspace, "--cores", "2", "--until", *STAGES[stage])
+    assert proc.returncode == 0, (
+        f"the {stage} stage failed:\n" + proc.stdout[-6000:] + proc.stderr[-6000:]
+    )
+
+
+@pytest.fixture(scope="module")
+def done(workspace) -> Path:
+    """The whole run: what the stage tests left (nothing, when they all passed)."""
+    proc = snakemake(workspace, "--cores", "2")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
-    return ws
+    return workspace
 
 
 def test_all_outputs_exist_and_say_what_they_are(done):
