@@ -73,16 +73,25 @@ class _Normaliser(ast.NodeTransformer):
         return self.generic_visit(node)
 
 
+@cache
+def _analysed(path: Path) -> tuple[str, frozenset[str]]:
+    """The file's substance print and the package modules it imports, from one parse (every
+    Snakemake start fingerprints every step's files: parsing each once halves that cost)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    imports = _imports_of(tree)  # before the normaliser rewrites the tree in place
+    dumped = ast.dump(_Normaliser().visit(tree), annotate_fields=False, include_attributes=False)
+    return hashlib.sha256(dumped.encode()).hexdigest()[:12], imports
+
+
 def normalised_source(path: Path) -> str:
     """The substance of a Python file: its syntax tree without the words for people."""
     tree = _Normaliser().visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-@cache
 def file_print(path: Path) -> str:
     """12 hex digits identifying the substance of one file."""
-    return hashlib.sha256(normalised_source(path).encode()).hexdigest()[:12]
+    return _analysed(path)[0]
 
 
 def module_file(module: str) -> Path | None:
@@ -100,11 +109,13 @@ def _with_parents(module: str) -> set[str]:
     return {".".join(parts[:i]) for i in range(len(parts) + 1)}
 
 
-@cache
 def direct_imports(path: Path) -> frozenset[str]:
     """Package modules (dotted, without ``leukopipe.``) that the file at ``path`` imports,
     deferred imports inside functions included."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return _analysed(path)[1]
+
+
+def _imports_of(tree: ast.AST) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
