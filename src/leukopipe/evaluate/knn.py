@@ -32,6 +32,7 @@ from leukopipe.evaluate.eval_record import (
 )
 from leukopipe.evaluate.inference import Classifier
 from leukopipe.plumbing.errors import InvalidInputError
+from leukopipe.plumbing.readers import read_json
 from leukopipe.train.device import pick_device
 from leukopipe.train.models import build_model, normalisation
 from leukopipe.train.weights import check_against_record, load_pretrained
@@ -216,6 +217,11 @@ def run_probe(job: ProbeJob) -> dict[str, Any]:
             "strategy": "frozen",
             "image_size": job.image_size,
             "train_config": {"pretrained_weights": str(weights) if weights else None},
+            # as a training run records them: the weights record it started from, None from
+            # scratch (the tables name the tag, or "random init")
+            "weights": read_json(job.weights_record)
+            if weights is not None and job.weights_record is not None
+            else None,
         },
     )
     write_outputs(job.outputs, pred, val_pred, record)
