@@ -79,7 +79,9 @@ def test_every_frozen_experiment_gets_a_probe_and_the_tables_show_it(done):
 
     md = (run / "tables/comparison.md").read_text()
     assert f"resnet18 (k-NN, k={k})" in md
-    assert "resnet18 (k-NN, k per fold) · 32px-none" in md
+    # the probe's record names the weights its backbone started from, as a training run does
+    tag = record["training"]["weights"]["pretrained_tag"]
+    assert f"resnet18 (k-NN, k per fold) · {tag} · 32px-none" in md
     rows = pd.read_parquet(run / "tables/rows.parquet")
     knn = rows[rows["variant"] == "knn"]
     assert len(knn) == 4  # official, two folds, their pool
