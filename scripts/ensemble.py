@@ -55,13 +55,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = ScoringSettings(
-        threshold=args.threshold,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        referral_target=args.referral_target,
-        referral_criterion=args.referral_criterion,
-    )
+    settings = ScoringSettings.from_flags(args)
     run_ensemble(
         args.members,
         settings,

@@ -126,14 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gradcam = GradcamSettings(
             args.gradcam_out, args.gradcam_per_group, args.gradcam_stage, args.gradcam_alpha
         )
-    settings = EvalSettings(
-        threshold=args.threshold,
-        n_boot=args.bootstrap,
-        seed=args.seed,
-        referral_target=args.referral_target,
-        referral_criterion=args.referral_criterion,
-        batch_size=args.batch_size,
-    )
+    settings = EvalSettings.from_flags(args, batch_size=args.batch_size)
     evaluate_experiment(
         EvaluationJob(
             checkpoint=args.checkpoint,

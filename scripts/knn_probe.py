@@ -60,12 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = ScoringSettings(
-        threshold=args.threshold,
-        n_boot=args.bootstrap,
-        referral_target=args.referral_target,
-        referral_criterion=args.referral_criterion,
-    )
+    settings = ScoringSettings.from_flags(args)
     run_probe(
         ProbeJob(
             experiment=json.loads(args.experiment_json),

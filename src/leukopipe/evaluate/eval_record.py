@@ -58,6 +58,19 @@ class ScoringSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{**{k: v for k, v in known.items() if k in names}, **overrides})
 
+    @classmethod
+    def from_flags(cls, flags: Any, **more: Any) -> Any:
+        """From a step's parsed flags (``--threshold``, ``--bootstrap``, ``--referral-target``,
+        ``--referral-criterion`` and, where the step has it, ``--seed``), plus ``more`` fields."""
+        return cls(
+            threshold=flags.threshold,
+            n_boot=flags.bootstrap,
+            seed=getattr(flags, "seed", 0),
+            referral_target=flags.referral_target,
+            referral_criterion=flags.referral_criterion,
+            **more,
+        )
+
 
 @dataclass(frozen=True)
 class OutputFiles:
