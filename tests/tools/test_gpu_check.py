@@ -354,7 +354,9 @@ def test_tiny_cpu_check_runs_every_part(tmp_path):
     for line in bench:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[2] == "ok" and float(cells[3]) > 0 and float(cells[4]) > 0
-        assert 0 < float(cells[5]) < 10
+        # a measured ratio of wall times: it parses and is positive; its size depends on the
+        # machine and its load (12.01 on a loaded CI run), so no upper bound
+        assert float(cells[5]) > 0
     eager = [c.strip() for c in bench[0].strip("|").split("|")]
     assert float(eager[6]) > 0 and float(eager[8]) > 0 and float(eager[10]) > 0
     assert "/" in eager[12]  # loader wait / compute
